@@ -1,0 +1,108 @@
+"""``/health`` (GET and POST: CVAT's Ping posts) and ``/metrics``."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from bridge import __version__
+from bridge.errors import BridgeError
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["health"])
+
+
+class ComponentChecks:
+    """CVAT and Nuclio reachability, cached so a busy health probe does not hammer them."""
+
+    def __init__(self, runtime: Any, ttl: float = 30.0):
+        self.runtime = runtime
+        self.ttl = ttl
+        self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
+
+    def _cached(self, key: str, fn) -> dict[str, Any]:
+        hit = self._cache.get(key)
+        if hit and time.monotonic() - hit[0] < self.ttl:
+            return hit[1]
+        try:
+            value = {"ok": True, **fn()}
+        except BridgeError as exc:
+            value = {"ok": False, "error": str(exc)}
+        except Exception as exc:  # noqa: BLE001 - health reports, never raises
+            value = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        self._cache[key] = (time.monotonic(), value)
+        return value
+
+    def cvat(self) -> dict[str, Any]:
+        return self._cached("cvat", lambda: self.runtime.cvat.check())
+
+    def nuclio(self, functions: list[str]) -> dict[str, Any]:
+        def check() -> dict[str, Any]:
+            reach = {name: self.runtime.nuclio.ping(name) for name in functions}
+            return {"functions": reach, "all_reachable": all(reach.values()) if reach else None}
+
+        return self._cached("nuclio:" + ",".join(functions), check)
+
+
+def _functions_in_use(request: Request) -> list[str]:
+    settings = request.app.state.settings
+    names = set(request.app.state.watch_functions)
+    try:
+        rows, _ = request.app.state.store.list(request.app.state.job_filter_all(), limit=200)
+        for job in rows:
+            for key in ("model_name", "then_detect", "function"):
+                if job.params.get(key):
+                    names.add(job.params[key])
+            if job.pipeline == "remove_grid":
+                names.add(settings.inpaint_function)
+            if job.pipeline == "sam2_refine" and not job.params.get("function"):
+                names.add(settings.sam2_function)
+    except Exception as exc:  # noqa: BLE001 - the database check reports this separately
+        log.debug("health: could not list jobs for function names: %s", exc)
+    return sorted(names)
+
+
+async def _health(request: Request) -> JSONResponse:
+    state = request.app.state
+    components: dict[str, Any] = {}
+    healthy = True
+    try:
+        await run_in_threadpool(state.store.ping)
+        components["database"] = {"ok": True, "backend": state.store.dialect}
+    except Exception as exc:  # noqa: BLE001
+        components["database"] = {"ok": False, "error": str(exc)}
+        healthy = False
+    if request.query_params.get("deep", "true").lower() not in ("0", "false", "no"):
+        components["cvat"] = await run_in_threadpool(state.checks.cvat)
+        functions = await run_in_threadpool(_functions_in_use, request)
+        components["nuclio"] = await run_in_threadpool(state.checks.nuclio, functions)
+    pool = state.pool
+    body = {
+        "status": "healthy" if healthy else "unhealthy",
+        "version": __version__,
+        "workers": {"in_process": pool.count if pool else 0,
+                    "alive": sum(t.is_alive() for t in pool.threads) if pool else 0},
+        "components": components,
+    }
+    return JSONResponse(body, status_code=200 if healthy else 503)
+
+
+@router.get("/health", summary="Liveness plus component checks (CVAT, Nuclio, database)")
+async def health_get(request: Request) -> JSONResponse:
+    return await _health(request)
+
+
+@router.post("/health", summary="Same as GET (CVAT's webhook Ping posts here)")
+async def health_post(request: Request) -> JSONResponse:
+    return await _health(request)
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    data = await run_in_threadpool(request.app.state.metrics.render)
+    return Response(data, media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -1,0 +1,134 @@
+"""Job API: list, show, retry, cancel."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel
+
+from bridge.app.deps import StoreDep, require_token
+from bridge.jobs.models import Job
+from bridge.jobs.store import JobFilter
+
+router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[Depends(require_token)])
+
+Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class FrameError(BaseModel):
+    frame: int
+    reason: str
+
+
+class ProgressOut(BaseModel):
+    done: int
+    total: int
+
+
+class JobOut(BaseModel):
+    id: int
+    pipeline: str
+    status: Status
+    partial: bool
+    params: dict[str, Any]
+    trigger: dict[str, Any]
+    attempts: int
+    max_attempts: int
+    progress: ProgressOut
+    frame_errors: list[FrameError]
+    created_objects: list[dict[str, Any]]
+    notes: dict[str, Any]
+    error: str | None
+    summary: str | None
+    cancel_requested: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+    duration_s: float | None
+
+
+class JobPage(BaseModel):
+    total: int
+    limit: int
+    offset: int
+    items: list[JobOut]
+
+
+def _utc(dt: datetime | None) -> datetime | None:
+    if dt is None:
+        return None
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def job_out(job: Job) -> JobOut:
+    errors = [FrameError(frame=int(f), reason=r) for f, r in sorted((job.frame_errors or {}).items(),
+                                                                      key=lambda kv: int(kv[0]))]
+    # Shapes are many; list the non-shape objects (tasks, issues) and count shapes.
+    objects = [o for o in (job.objects or []) if o.get("kind") != "shape"]
+    shapes = sum(1 for o in (job.objects or []) if o.get("kind") == "shape")
+    if shapes:
+        objects.append({"kind": "shapes", "count": shapes})
+    return JobOut(
+        id=job.id, pipeline=job.pipeline, status=job.status, partial=bool(errors) and job.status == "succeeded",
+        params=job.params or {}, trigger=job.trigger or {}, attempts=job.attempts, max_attempts=job.max_attempts,
+        progress=ProgressOut(done=job.progress_done, total=job.progress_total), frame_errors=errors,
+        created_objects=objects, notes=job.notes or {}, error=job.error, summary=job.summary,
+        cancel_requested=job.cancel_requested, created_at=_utc(job.created_at), started_at=_utc(job.started_at),
+        finished_at=_utc(job.finished_at), updated_at=_utc(job.updated_at), duration_s=job.duration_s,
+    )
+
+
+@router.get("", response_model=JobPage, summary="List jobs, newest first")
+async def list_jobs(
+    store: StoreDep,
+    status: Status | None = None,
+    pipeline: Annotated[str | None, Query(max_length=64)] = None,
+    task_id: Annotated[int | None, Query(ge=0, le=2**31 - 1)] = None,
+    job_id: Annotated[int | None, Query(ge=0, le=2**31 - 1, description="CVAT job id")] = None,
+    project_id: Annotated[int | None, Query(ge=0, le=2**31 - 1)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+) -> JobPage:
+    flt = JobFilter(status=status, pipeline=pipeline, task_id=task_id, cvat_job_id=job_id, project_id=project_id)
+    rows, total = await run_in_threadpool(store.list, flt, limit=limit, offset=offset)
+    return JobPage(total=total, limit=limit, offset=offset, items=[job_out(j) for j in rows])
+
+
+def _found(job: Job | None, job_id: int) -> Job:
+    if job is None:
+        raise HTTPException(404, f"job {job_id} not found")
+    return job
+
+
+JobId = Annotated[int, Query(ge=1, le=2**31 - 1)]
+
+
+@router.get("/{job_id}", response_model=JobOut, summary="One job: status, progress, per-frame errors, created objects")
+async def get_job(job_id: int, store: StoreDep) -> JobOut:
+    if not 1 <= job_id < 2**31:
+        raise HTTPException(404, f"job {job_id} not found")
+    return job_out(_found(await run_in_threadpool(store.get, job_id), job_id))
+
+
+@router.post("/{job_id}/retry", response_model=JobOut, summary="Run a finished (failed/cancelled/succeeded) job again")
+async def retry_job(job_id: int, store: StoreDep) -> JobOut:
+    if not 1 <= job_id < 2**31:
+        raise HTTPException(404, f"job {job_id} not found")
+    job = _found(await run_in_threadpool(store.retry, job_id), job_id)
+    if job.status not in ("queued",):
+        raise HTTPException(409, f"job {job_id} is {job.status}; only finished jobs can be retried")
+    return job_out(job)
+
+
+@router.post("/{job_id}/cancel", response_model=JobOut, summary="Cancel a queued or running job")
+async def cancel_job(job_id: int, store: StoreDep) -> JobOut:
+    if not 1 <= job_id < 2**31:
+        raise HTTPException(404, f"job {job_id} not found")
+    job = _found(await run_in_threadpool(store.request_cancel, job_id), job_id)
+    if job.status in ("succeeded", "failed"):
+        raise HTTPException(409, f"job {job_id} already {job.status}")
+    return job_out(job)

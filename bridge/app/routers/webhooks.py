@@ -1,0 +1,162 @@
+"""Webhook intake: verify, parse, decide, store, answer — never any CVAT or Nuclio call here."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
+
+from bridge.app.security import SIGNATURE_HEADER, verify_signature
+from bridge.events import PayloadError, decide, parse_envelope
+from bridge.pipelines.registry import ROUTES, RouteSpec, flight_key, parse_params, trigger_kind
+
+log = logging.getLogger(__name__)
+
+WEBHOOK_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "ping answered, or event ignored (the reason is in the body)"},
+    202: {"description": "event stored as a job (or a duplicate of an existing one): `job_id`"},
+    400: {"description": "body is not JSON or query parameters are invalid (CVAT does not retry 4xx)"},
+    401: {"description": "missing or wrong X-Signature-256"},
+    422: {"description": "JSON is not a CVAT webhook payload"},
+    503: {"description": "the job store is unavailable; CVAT retries later"},
+}
+
+_REQUEST_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"type": "object", "additionalProperties": True,
+                                                     "required": ["event"],
+                                                     "properties": {"event": {"type": "string"}}}}},
+    }
+}
+
+
+def _params_doc(spec: RouteSpec) -> list[dict[str, Any]]:
+    out = []
+    for name, f in spec.params_model.model_fields.items():
+        if name in spec.fixed:
+            continue
+        out.append({"name": name, "in": "query", "required": f.is_required(),
+                    "description": f.description or "", "schema": {"type": "string"}})
+    return out
+
+
+def _reply(request: Request, spec: RouteSpec, event: str, outcome: str, code: int, body: dict[str, Any],
+           started: float) -> JSONResponse:
+    metrics = request.app.state.metrics
+    metrics.webhooks.labels(spec.path, event, outcome).inc()
+    metrics.ack_seconds.labels(outcome).observe(time.perf_counter() - started)
+    return JSONResponse(body, status_code=code)
+
+
+def make_handler(spec: RouteSpec):
+    async def handler(request: Request) -> JSONResponse:
+        started = time.perf_counter()
+        settings = request.app.state.settings
+        raw = await request.body()
+        problem = verify_signature(settings.secret_bytes(), raw, request.headers.get(SIGNATURE_HEADER))
+        if problem:
+            log.warning("%s: rejected: %s", spec.path, problem)
+            return _reply(request, spec, "unknown", "unauthorized", 401, {"detail": problem}, started)
+        try:
+            env, _ = parse_envelope(raw)
+        except PayloadError as exc:
+            code = 400 if "JSON" in str(exc) else 422
+            return _reply(request, spec, "unknown", "malformed", code, {"detail": str(exc)}, started)
+
+        query = dict(request.query_params)
+        query.update(spec.fixed)
+        try:
+            params = parse_params(spec.pipeline, query)
+        except ValidationError as exc:
+            reason = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'query'}: {e['msg']}" for e in exc.errors())
+            if env.event == "ping":
+                # CVAT's Ping must show success, but say loudly what is wrong with the URL.
+                return _reply(request, spec, "ping", "ping", 200,
+                              {"status": "ok", "event": "ping", "warning": f"query parameters invalid: {reason}"},
+                              started)
+            return _reply(request, spec, env.event, "bad_params", 400,
+                          {"detail": f"invalid query parameters: {reason}"}, started)
+
+        params_dict = params.model_dump(mode="json", exclude_none=True)
+        decision = decide(env, kind=trigger_kind(spec.pipeline, params), pipeline=spec.pipeline,
+                          params=params_dict, own_username=request.app.state.own_username)
+        if decision.action == "ping":
+            return _reply(request, spec, "ping", "ping", 200, {"status": "ok", "event": "ping"}, started)
+        if decision.action == "ignore":
+            log.info("%s: ignored %s: %s", spec.path, env.event, decision.reason)
+            return _reply(request, spec, env.event, "ignored", 200,
+                          {"status": "ignored", "reason": decision.reason}, started)
+
+        trig = decision.trigger
+        assert trig is not None and decision.dedupe_key is not None
+        store = request.app.state.store
+        try:
+            res = await run_in_threadpool(
+                store.enqueue, pipeline=spec.pipeline, params=params_dict, trigger=trig.to_dict(),
+                dedupe_key=decision.dedupe_key,
+                flight_key=flight_key(spec.pipeline, trig.resource, trig.resource_id),
+                max_attempts=settings.max_attempts,
+            )
+        except SQLAlchemyError as exc:
+            log.error("%s: job store unavailable: %s", spec.path, exc)
+            return _reply(request, spec, env.event, "store_error", 503,
+                          {"detail": "job store unavailable; retry later"}, started)
+        outcome = "queued" if res.created else "duplicate"
+        log.info("%s: %s → job %s (%s): %s", spec.path, env.event, res.job_id, outcome, decision.reason)
+        return _reply(request, spec, env.event, outcome, 202,
+                      {"status": outcome, "job_id": res.job_id, "job_status": res.status,
+                       "pipeline": spec.pipeline, "reason": decision.reason}, started)
+
+    handler.__name__ = "webhook_" + spec.path.strip("/").replace("-", "_").replace("/", "_")
+    return handler
+
+
+def build_router() -> APIRouter:
+    router = APIRouter(tags=["webhooks"])
+    for spec in ROUTES:
+        router.add_api_route(
+            spec.path, make_handler(spec), methods=["POST"], summary=spec.summary,
+            description=(spec.summary + ". Answers `ping` with 200; ignored events with 200 and a reason; "
+                         "triggering events with 202 and the job id. Signed with X-Signature-256 when "
+                         "WEBHOOK_SECRET is set." + (" Legacy route kept for compatibility." if spec.legacy else "")),
+            responses=WEBHOOK_RESPONSES, deprecated=spec.legacy,
+            openapi_extra={"parameters": _params_doc(spec), **_REQUEST_BODY},
+        )
+    router.add_api_route("/test-webhook", test_webhook, methods=["POST"],
+                         summary="Dry run: what every route would do with this payload (no side effects)",
+                         responses={400: {"description": "body is not a JSON object"}})
+    return router
+
+
+async def test_webhook(request: Request) -> JSONResponse:
+    """Echo the parsed payload and each route's decision without storing anything."""
+    settings = request.app.state.settings
+    raw = await request.body()
+    sig = request.headers.get(SIGNATURE_HEADER)
+    signature = "absent" if not sig else ("valid" if not verify_signature(settings.secret_bytes(), raw, sig)
+                                          else "invalid")
+    try:
+        env, data = parse_envelope(raw)
+    except PayloadError as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=400 if "JSON" in str(exc) else 422)
+    query = dict(request.query_params)
+    decisions = {}
+    for spec in ROUTES:
+        q = {k: v for k, v in {**query, **spec.fixed}.items() if k in spec.params_model.model_fields}
+        try:
+            params = parse_params(spec.pipeline, q)
+        except ValidationError as exc:
+            decisions[spec.path] = {"action": "bad_params", "reason": str(exc.errors()[0]["msg"])}
+            continue
+        d = decide(env, kind=trigger_kind(spec.pipeline, params), pipeline=spec.pipeline,
+                   params=params.model_dump(mode="json", exclude_none=True))
+        decisions[spec.path] = {"action": d.action, "reason": d.reason}
+    return JSONResponse({"event": env.event, "signature": signature, "decisions": decisions,
+                         "payload": data if query.get("debug") in ("1", "true", "True") else None})

@@ -1,0 +1,199 @@
+"""Command line: ``bridge serve | worker | jobs | check | setup``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from typing import Any
+
+from pydantic import ValidationError
+
+from bridge import __version__
+
+
+def _settings(args: argparse.Namespace):
+    from bridge.app.settings import Settings
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "settings"
+            lines.append(f"  - {where}: {err['msg'].removeprefix('Value error, ')}")
+        print("bridge: configuration error:\n" + "\n".join(lines), file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from bridge.app.factory import create_app
+    from bridge.logs import setup_logging
+
+    settings = _settings(args)
+    setup_logging(settings.log_level, settings.log_json)
+    workers = args.workers if args.workers is not None else settings.workers
+    app = create_app(settings, workers=workers)
+    uvicorn.run(app, host=args.host or settings.host, port=args.port or settings.port,
+                log_config=None, access_log=False, timeout_graceful_shutdown=30)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from bridge.app.factory import make_worker
+    from bridge.app.metrics import BridgeMetrics
+    from bridge.jobs.store import JobStore
+    from bridge.jobs.worker import WorkerPool
+    from bridge.logs import setup_logging
+    from bridge.runtime import Runtime
+
+    settings = _settings(args)
+    setup_logging(settings.log_level, settings.log_json)
+    settings.warn_unsafe()
+    store = JobStore(settings.resolved_database_url)
+    runtime = Runtime(settings, store, metrics=BridgeMetrics())
+    count = args.workers if args.workers is not None else max(1, settings.workers)
+    pool = WorkerPool(lambda i: make_worker(store, runtime, settings), count)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    pool.start()
+    print(f"bridge worker: {count} workers on {store.dialect}; Ctrl-C to stop", file=sys.stderr)
+    stop.wait()
+    pool.stop()
+    runtime.close()
+    return 0
+
+
+def _print_job(job: Any) -> None:
+    from bridge.app.routers.jobs import job_out
+
+    print(json.dumps(job_out(job).model_dump(mode="json"), indent=2))
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from bridge.jobs.store import JobFilter, JobStore
+
+    settings = _settings(args)
+    store = JobStore(settings.resolved_database_url)
+    if args.action == "list":
+        rows, total = store.list(JobFilter(status=args.status, pipeline=args.pipeline, task_id=args.task_id,
+                                           cvat_job_id=args.job_id), limit=args.limit)
+        print(f"{'id':>6}  {'status':<10} {'pipeline':<13} {'progress':>9}  {'errors':>6}  trigger / reason")
+        for j in rows:
+            trig = j.trigger or {}
+            where = f"{trig.get('resource', '?')} {trig.get('resource_id', '?')}"
+            print(f"{j.id:>6}  {j.status:<10} {j.pipeline:<13} {j.progress_done:>4}/{j.progress_total:<4}"
+                  f"  {len(j.frame_errors or {}):>6}  {where}  {j.error or j.summary or ''}"[:200])
+        print(f"({len(rows)} of {total})")
+        return 0
+    job_id = args.id
+    if args.action == "show":
+        job = store.get(job_id)
+    elif args.action == "retry":
+        job = store.retry(job_id)
+    else:
+        job = store.request_cancel(job_id)
+    if job is None:
+        print(f"bridge: job {job_id} not found", file=sys.stderr)
+        return 1
+    _print_job(job)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Configuration and connectivity report in plain words; non-zero exit when something is wrong."""
+    from bridge.errors import BridgeError
+    from bridge.jobs.store import JobStore
+    from bridge.runtime import Runtime
+
+    settings = _settings(args)
+    ok = True
+    print(f"cvat-bridge {__version__}")
+    print(f"  config ........ ok (CVAT {settings.cvat_url}, Nuclio {settings.nuclio_invoke_method})")
+    print("  signature ..... " + ("WEBHOOK_SECRET set" if settings.secret_bytes()
+                                   else "UNSIGNED webhooks accepted (BRIDGE_ALLOW_UNSIGNED=true)"))
+    try:
+        store = JobStore(settings.resolved_database_url)
+        store.ping()
+        print(f"  database ...... ok ({store.dialect})")
+    except Exception as exc:  # noqa: BLE001 - reported to the operator
+        ok = False
+        print(f"  database ...... FAILED: {exc}")
+        store = None
+    runtime = Runtime(settings, store)
+    try:
+        info = runtime.cvat.check()
+        print(f"  cvat .......... ok (server {info.get('server_version')}, user {info.get('username')})")
+    except BridgeError as exc:
+        ok = False
+        print(f"  cvat .......... FAILED: {exc}")
+    for name in args.function or []:
+        reachable = runtime.nuclio.ping(name)
+        ok = ok and reachable
+        verdict = "ok" if reachable else "NOT REACHABLE (deployed? on cvat_cvat? the name is case-sensitive)"
+        print(f"  function {name} ... {verdict}")
+    runtime.close()
+    return 0 if ok else 1
+
+
+def cmd_setup(args: argparse.Namespace) -> int:
+    from bridge.setup.cli import run_setup
+
+    return run_setup(_settings(args), args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bridge", description="CVAT ↔ Nuclio pipeline bridge")
+    p.add_argument("--version", action="version", version=f"cvat-bridge {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="HTTP API + in-process workers")
+    s.add_argument("--host")
+    s.add_argument("--port", type=int)
+    s.add_argument("--workers", type=int, help="in-process workers (default BRIDGE_WORKERS; 0 = API only)")
+    s.set_defaults(fn=cmd_serve)
+
+    w = sub.add_parser("worker", help="run workers only (shared PostgreSQL or SQLite job store)")
+    w.add_argument("--workers", type=int)
+    w.set_defaults(fn=cmd_worker)
+
+    j = sub.add_parser("jobs", help="inspect and act on jobs")
+    jsub = j.add_subparsers(dest="action", required=True)
+    jl = jsub.add_parser("list")
+    jl.add_argument("--status")
+    jl.add_argument("--pipeline")
+    jl.add_argument("--task-id", type=int)
+    jl.add_argument("--job-id", type=int, help="CVAT job id")
+    jl.add_argument("--limit", type=int, default=50)
+    for action in ("show", "retry", "cancel"):
+        ja = jsub.add_parser(action)
+        ja.add_argument("id", type=int)
+    j.set_defaults(fn=cmd_jobs)
+
+    c = sub.add_parser("check", help="configuration and connectivity report")
+    c.add_argument("--function", action="append", help="also check this Nuclio function (repeatable)")
+    c.set_defaults(fn=cmd_check)
+
+    st = sub.add_parser("setup", help="create/verify pipeline projects and webhooks in CVAT")
+    try:
+        from bridge.setup.cli import add_arguments
+    except ImportError:  # pragma: no cover - the setup room is part of the package
+        add_arguments = None
+    if add_arguments is not None:
+        add_arguments(st)
+    st.set_defaults(fn=cmd_setup)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.fn(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,594 @@
+"""``CvatClient``: everything the pipelines ask of CVAT, in plain types (``bridge.cvat.types``).
+
+Sync and thread-safe: each thread lazily gets its own cvat-sdk client (cookies and headers are
+per client); ``close()`` closes them all. Reads go through the SDK's generated endpoints with
+``_parse_response=False`` and are decoded here (no model (de)serialisation cost, tolerant of
+server schema drift); every request carries the client's timeout and every failure is mapped to
+``bridge.errors`` by :func:`bridge.cvat.connection.map_errors`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import threading
+import time
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cvat_sdk import Client
+from cvat_sdk.core.uploading import DataUploader
+
+from bridge.cvat.connection import check_url, make_sdk_client, map_errors
+from bridge.cvat.shapes import shape_from_request_json, shape_to_json, tag_from_json, tag_to_json
+from bridge.cvat.types import (
+    Annotations,
+    AttributeSpec,
+    FrameInfo,
+    JobInfo,
+    LabelSpec,
+    ProjectInfo,
+    Shape,
+    Tag,
+    TaskInfo,
+)
+from bridge.errors import BridgeError, ConfigError, CvatRejected, CvatUnavailable, NotFound, PermanentError
+
+if TYPE_CHECKING:
+    from bridge.app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+JOB_STATES = ("new", "in progress", "completed", "rejected")
+_PAGE_SIZE = 500
+_COPY_BUFFER = 1024 * 1024
+
+
+class CvatClient:
+    """A CVAT connection shared by the worker threads (one SDK client per thread)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        access_token: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        org: str | None = None,
+        timeout: float = 60.0,
+        cache_dir: Path | None = None,
+        retries: int = 3,
+        status_check_period: float = 1.0,
+    ) -> None:
+        if not access_token and not (username and password):
+            raise ConfigError(
+                "no CVAT credentials: set CVAT_ACCESS_TOKEN (a personal access token) "
+                "or CVAT_USERNAME and CVAT_PASSWORD"
+            )
+        self.url = check_url(url)
+        self.timeout = float(timeout)
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self._connect: Callable[[], Client] = lambda: make_sdk_client(
+            self.url,
+            access_token=access_token,
+            username=username,
+            password=password,
+            org=org,
+            timeout=timeout,
+            cache_dir=self.cache_dir,
+            retries=retries,
+            status_check_period=status_check_period,
+        )
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._clients: list[Client] = []
+        self._closed = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CvatClient:
+        token = settings.cvat_access_token.get_secret_value() if settings.cvat_access_token else None
+        return cls(
+            settings.cvat_url,
+            access_token=token or None,
+            username=settings.cvat_login,
+            password=settings.cvat_secret_password,
+            org=settings.cvat_org,
+            timeout=settings.cvat_timeout,
+            cache_dir=settings.resolved_cache_dir,
+        )
+
+    # --- plumbing -------------------------------------------------------------------------------
+    def _sdk(self) -> Client:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            if self._closed:
+                raise RuntimeError("CvatClient is closed")
+            client = self._connect()
+            with self._lock:
+                self._clients.append(client)
+            self._local.client = client
+        return client
+
+    def _json(self, what: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run one SDK endpoint without model parsing and decode its JSON body."""
+        with map_errors(what):
+            _, response = call(*args, _parse_response=False, **kwargs)
+            try:
+                raw = response.data
+            finally:
+                response.release_conn()
+        return _decode(what, raw)
+
+    def _send(self, what: str, endpoint: Any, path_params: dict[str, Any], body: Any,
+              query: list[tuple[str, Any]] | None = None) -> Any:
+        """Send a JSON body to one SDK endpoint (its path, method and auth) without building models.
+
+        Plain dicts skip the generated models' per-field validation, which costs ~0.2 ms per shape
+        and cannot be bypassed through the generated methods.
+        """
+        settings = endpoint.settings
+        with map_errors(what):
+            _, response = self._sdk().api_client.call_api(
+                settings["endpoint_path"], settings["http_method"], path_params, query or [],
+                {"Content-Type": "application/json", "Accept": "application/vnd.cvat+json, application/json"},
+                body=body, auth_settings=settings["auth"], _parse_response=False,
+            )
+            try:
+                raw = response.data
+            finally:
+                response.release_conn()
+        return _decode(what, raw)
+
+    def _pages(self, what: str, call: Callable[..., Any], **filters: Any) -> list[dict]:
+        results: list[dict] = []
+        page = 1
+        while True:
+            data = self._json(what, call, page=page, page_size=_PAGE_SIZE, **filters)
+            if isinstance(data, list):  # an unpaginated answer
+                return results + data
+            results.extend(data.get("results") or [])
+            if not data.get("next"):
+                return results
+            page += 1
+
+    def close(self) -> None:
+        """Close every per-thread SDK client (they are not reopened)."""
+        with self._lock:
+            clients, self._clients = self._clients, []
+            self._closed = True
+        for client in clients:
+            try:
+                client.close()
+            except Exception as exc:  # noqa: BLE001 - closing must not hide the others
+                log.warning("closing a CVAT client failed: %s", exc)
+
+    def __enter__(self) -> CvatClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- server and identity ----------------------------------------------------------------------
+    def check(self) -> dict:
+        """``{"server_version", "username"}``; raises with an actionable message on failure."""
+        api = self._sdk().api_client
+        about = self._json(f"reading CVAT's version at {self.url}", api.server_api.retrieve_about)
+        me = self._json(f"checking the CVAT credentials at {self.url}", api.users_api.retrieve_self)
+        return {"server_version": str((about or {}).get("version", "")), "username": me["username"]}
+
+    def username(self) -> str:
+        api = self._sdk().api_client
+        return str(self._json("reading the CVAT user", api.users_api.retrieve_self)["username"])
+
+    # --- projects, tasks, jobs --------------------------------------------------------------------
+    def get_project(self, project_id: int) -> ProjectInfo:
+        data = self._json(f"reading project {project_id}", self._sdk().api_client.projects_api.retrieve,
+                          project_id)
+        return ProjectInfo(id=int(data["id"]), name=str(data["name"]))
+
+    def get_job(self, job_id: int) -> JobInfo:
+        data = self._json(f"reading job {job_id}", self._sdk().api_client.jobs_api.retrieve, job_id)
+        return _job_info(data)
+
+    def get_task(self, task_id: int) -> TaskInfo:
+        api = self._sdk().api_client
+        data = self._json(f"reading task {task_id}", api.tasks_api.retrieve, task_id)
+        return self._task_info(data)
+
+    def _task_info(self, data: dict) -> TaskInfo:
+        task_id = int(data["id"])
+        jobs = self._pages(f"listing the jobs of task {task_id}", self._sdk().api_client.jobs_api.list,
+                           task_id=task_id)
+        return TaskInfo(
+            id=task_id,
+            name=str(data["name"]),
+            project_id=data.get("project_id"),
+            size=int(data.get("size") or 0),
+            subset=str(data.get("subset") or ""),
+            segment_size=int(data.get("segment_size") or 0),
+            status=str(data.get("status") or ""),
+            job_ids=sorted(int(j["id"]) for j in jobs),
+        )
+
+    def find_task(self, project_id: int, name: str) -> TaskInfo | None:
+        """The task of ``project_id`` named exactly ``name`` (lowest id if several), or None."""
+        api = self._sdk().api_client
+        found = [
+            t for t in self._pages(f"searching task {name!r} in project {project_id}", api.tasks_api.list,
+                                   project_id=project_id, name=name)
+            if t.get("name") == name and t.get("project_id") in (None, project_id)
+        ]
+        if not found:
+            return None
+        return self._task_info(min(found, key=lambda t: int(t["id"])))
+
+    def create_task(
+        self,
+        project_id: int,
+        name: str,
+        files: Sequence[Path],
+        *,
+        subset: str = "",
+        segment_size: int | None = None,
+        image_quality: int = 95,
+        wait_timeout: float = 900.0,
+        poll_seconds: float = 1.0,
+    ) -> TaskInfo:
+        """Create a task in ``project_id`` from local images, in the given order, and wait for it.
+
+        Frame names are the file basenames (``sorting_method="predefined"``), so they must be
+        unique. Returns the task with its job ids once CVAT has processed the data (polled every
+        ``poll_seconds`` for at most ``wait_timeout``). If the upload or the processing fails, the
+        new task is deleted again (best effort) so that ``find_task`` does not return a broken one.
+        """
+        paths = [Path(f) for f in files]
+        if not paths:
+            raise PermanentError(f"task {name!r}: no files to upload")
+        seen: dict[str, Path] = {}
+        for path in paths:
+            if path.name in seen:
+                raise PermanentError(
+                    f"task {name!r}: file names must be unique (they become frame names): "
+                    f"{seen[path.name]} and {path}"
+                )
+            seen[path.name] = path
+            if not path.is_file():
+                raise PermanentError(f"task {name!r}: {path} is not a file")
+        if not 1 <= image_quality <= 100:
+            raise ValueError(f"image_quality must be within 1..100, got {image_quality}")
+        if segment_size is not None and segment_size < 1:
+            raise ValueError(f"segment_size must be positive, got {segment_size}")
+        spec: dict[str, Any] = {"name": name, "project_id": project_id}
+        if subset:
+            spec["subset"] = subset
+        if segment_size:
+            spec["segment_size"] = segment_size
+        what = f"creating task {name!r} in project {project_id}"
+        sdk = self._sdk()
+        created = self._send(what, sdk.api_client.tasks_api.create_endpoint, {}, spec)
+        task_id = int(created["id"])
+        try:
+            with map_errors(f"uploading {len(paths)} files to task {task_id}"):
+                url = sdk.api_map.make_endpoint_url(
+                    sdk.api_client.tasks_api.create_data_endpoint.path, kwsub={"id": task_id}
+                )
+                response = DataUploader(sdk).upload_files(
+                    url, paths, image_quality=image_quality, sorting_method="predefined"
+                )
+            rq_id = (_decode(what, response.data) or {}).get("rq_id")
+            if not rq_id:
+                raise CvatRejected(f"{what}: CVAT did not return a request id for the data upload")
+            self._wait_request(rq_id, what, wait_timeout, poll_seconds)
+        except BaseException:
+            self._delete_task_quietly(task_id)
+            raise
+        return self.get_task(task_id)
+
+    def _wait_request(self, rq_id: str, what: str, wait_timeout: float, poll_seconds: float) -> None:
+        """Poll ``/api/requests/{rq_id}`` until finished; failed → CvatRejected, too slow → CvatUnavailable."""
+        api = self._sdk().api_client
+        deadline = time.monotonic() + wait_timeout
+        while True:
+            request = self._json(f"{what} (waiting for {rq_id})", api.requests_api.retrieve, rq_id) or {}
+            status = str(request.get("status", ""))
+            if status == "finished":
+                return
+            if status == "failed":
+                message = " ".join(str(request.get("message") or "no message").split())[:500]
+                raise CvatRejected(f"{what}: CVAT failed to process the data: {message}")
+            if time.monotonic() >= deadline:
+                raise CvatUnavailable(f"{what}: CVAT did not finish processing within {wait_timeout:g} s "
+                                      f"(request {rq_id} is {status or 'unknown'})")
+            time.sleep(min(poll_seconds, max(deadline - time.monotonic(), 0.0)))
+
+    def _delete_task_quietly(self, task_id: int) -> None:
+        """Remove a half-created task so that a retry does not find it by name."""
+        try:
+            self._json(f"deleting the unfinished task {task_id}",
+                       self._sdk().api_client.tasks_api.destroy, task_id)
+        except BridgeError as exc:
+            log.warning("could not delete the unfinished task %s: %s", task_id, exc)
+
+    def set_job_state(self, job_id: int, state: str) -> None:
+        if state not in JOB_STATES:
+            raise ValueError(f"job state must be one of {JOB_STATES}, got {state!r}")
+        self._send(f"setting job {job_id} to {state!r}",
+                   self._sdk().api_client.jobs_api.partial_update_endpoint, {"id": job_id}, {"state": state})
+
+    def create_issue(self, job_id: int, frame: int, message: str, position: list[float] | None = None) -> int:
+        """Open an issue on ``frame`` (task-relative) of ``job_id``; the whole frame by default."""
+        if not message.strip():
+            raise ValueError("an issue needs a message")
+        if position is None:
+            info = {f.frame: f for f in self.job_frames(job_id)}.get(frame)
+            if info is None:
+                raise NotFound(f"frame {frame} is not a frame of job {job_id}")
+            position = [0.0, 0.0, float(info.width), float(info.height)]
+        if len(position) < 2 or len(position) % 2:
+            raise ValueError(f"issue position must be an even list of coordinates, got {position}")
+        body = {"job": job_id, "frame": frame, "position": [float(v) for v in position], "message": message}
+        data = self._send(f"creating an issue on job {job_id} frame {frame}",
+                          self._sdk().api_client.issues_api.create_endpoint, {}, body)
+        return int(data["id"])
+
+    # --- labels -------------------------------------------------------------------------------------
+    def get_labels(
+        self, *, project_id: int | None = None, task_id: int | None = None, job_id: int | None = None
+    ) -> list[LabelSpec]:
+        """Top-level labels of exactly one of project/task/job, with skeleton sublabels nested."""
+        given = {k: v for k, v in (("project_id", project_id), ("task_id", task_id), ("job_id", job_id))
+                 if v is not None}
+        if len(given) != 1:
+            raise ValueError("get_labels needs exactly one of project_id, task_id, job_id")
+        (key, value), = given.items()
+        raw = self._pages(f"reading the labels of {key.removesuffix('_id')} {value}",
+                          self._sdk().api_client.labels_api.list, **given)
+        return [_label_spec(d) for d in raw if not d.get("parent_id") and not d.get("has_parent")]
+
+    # --- frames ---------------------------------------------------------------------------------------
+    def job_frames(self, job_id: int) -> list[FrameInfo]:
+        """Frames of the job's segment (task-relative numbers), deleted frames skipped."""
+        job = self.get_job(job_id)
+        meta = self._json(f"reading the frame list of job {job_id}",
+                          self._sdk().api_client.jobs_api.retrieve_data_meta, job_id)
+        numbers = meta.get("included_frames") or range(job.start_frame, job.stop_frame + 1)
+        return _frames(meta, [int(n) for n in numbers], f"job {job_id}")
+
+    def task_frames(self, task_id: int) -> list[FrameInfo]:
+        meta = self._json(f"reading the frame list of task {task_id}",
+                          self._sdk().api_client.tasks_api.retrieve_data_meta, task_id)
+        size = int(meta.get("size") or len(meta.get("frames") or []))
+        return _frames(meta, list(range(size)), f"task {task_id}")
+
+    def iter_frames(self, task_id: int, frames: Sequence[int]) -> Iterator[tuple[int, bytes]]:
+        """Yield ``(frame, original encoded bytes)`` in ascending frame order (duplicates once).
+
+        Each needed original-quality chunk (a zip of the uploaded files) is downloaded once, to
+        a temporary file, and its members are read one at a time, so memory holds one frame.
+        """
+        wanted = sorted({int(f) for f in frames})
+        if not wanted:
+            return
+        api = self._sdk().api_client
+        task = self._json(f"reading task {task_id}", api.tasks_api.retrieve, task_id)
+        size = int(task.get("size") or 0)
+        chunk_size = int(task.get("data_chunk_size") or 0)
+        if size and not chunk_size:
+            meta = self._json(f"reading task {task_id} meta", api.tasks_api.retrieve_data_meta, task_id)
+            chunk_size = int((meta or {}).get("chunk_size") or 0)
+        if not size or not chunk_size:
+            raise PermanentError(f"task {task_id} has no data yet (size {size}, chunk size {chunk_size})")
+        if task.get("data_original_chunk_type", "imageset") != "imageset":
+            raise PermanentError(
+                f"task {task_id} stores video chunks; only image tasks can be read frame by frame "
+                "from original chunks"
+            )
+        bad = [f for f in wanted if not 0 <= f < size]
+        if bad:
+            raise ValueError(f"frames {bad[:10]} are outside task {task_id} (0..{size - 1})")
+
+        index = 0
+        while index < len(wanted):
+            chunk = wanted[index] // chunk_size
+            run = []
+            while index < len(wanted) and wanted[index] // chunk_size == chunk:
+                run.append(wanted[index])
+                index += 1
+            yield from self._frames_from_chunk(task_id, chunk, chunk_size, run)
+
+    def _frames_from_chunk(
+        self, task_id: int, chunk: int, chunk_size: int, run: list[int]
+    ) -> Iterator[tuple[int, bytes]]:
+        what = f"downloading original chunk {chunk} of task {task_id}"
+        api = self._sdk().api_client
+        with tempfile.TemporaryFile(dir=self._tmp_dir(), prefix=f"chunk-{task_id}-{chunk}-") as tmp:
+            with map_errors(what):
+                _, response = api.tasks_api.retrieve_data(
+                    task_id, type="chunk", number=chunk, quality="original", _parse_response=False
+                )
+                try:
+                    shutil.copyfileobj(response, tmp, _COPY_BUFFER)
+                finally:
+                    response.release_conn()
+            tmp.seek(0)
+            try:
+                archive = zipfile.ZipFile(tmp)
+            except zipfile.BadZipFile as exc:
+                raise CvatRejected(f"{what}: the chunk is not a zip archive") from exc
+            with archive:
+                members = [m for m in archive.infolist() if not m.is_dir()]
+                for frame in run:
+                    position = frame - chunk * chunk_size
+                    if position >= len(members):
+                        raise CvatRejected(
+                            f"{what}: frame {frame} missing (the chunk holds {len(members)} files)"
+                        )
+                    yield frame, archive.read(members[position])
+
+    def _tmp_dir(self) -> str | None:
+        if self.cache_dir is None:
+            return None
+        path = self.cache_dir / "chunks"
+        path.mkdir(parents=True, exist_ok=True)
+        return str(path)
+
+    # --- annotations -------------------------------------------------------------------------------
+    def get_annotations(self, *, job_id: int | None = None, task_id: int | None = None) -> Annotations:
+        """Shapes and tags of a job or a task (tracks are not read)."""
+        raw = self._raw_annotations(job_id=job_id, task_id=task_id)
+        return Annotations(
+            shapes=[shape_from_request_json(s) for s in raw.get("shapes") or []],
+            tags=[tag_from_json(t) for t in raw.get("tags") or []],
+        )
+
+    def _raw_annotations(self, *, job_id: int | None, task_id: int | None) -> dict:
+        if (job_id is None) == (task_id is None):
+            raise ValueError("give exactly one of job_id, task_id")
+        api = self._sdk().api_client
+        if job_id is not None:
+            return self._json(f"reading the annotations of job {job_id}",
+                              api.jobs_api.retrieve_annotations, job_id) or {}
+        return self._json(f"reading the annotations of task {task_id}",
+                          api.tasks_api.retrieve_annotations, task_id) or {}
+
+    def create_shapes(
+        self, job_id: int, shapes: list[Shape], tags: Sequence[Tag] = (), *, batch_size: int = 1000
+    ) -> list[int]:
+        """Add shapes then tags to ``job_id`` with ``PATCH ?action=create`` in batches.
+
+        A batch holds at most ``batch_size`` objects, counting skeleton elements (a single
+        larger shape still goes alone). Returns the new ids, shapes first, then tags.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        for shape in shapes:
+            if shape.id is not None:
+                raise ValueError(f"shape {shape.id} already has an id; action=create needs new shapes")
+        api = self._sdk().api_client
+        shape_ids: list[int] = []
+        tag_ids: list[int] = []
+        for kind, batch in _batches(shapes, list(tags), batch_size):
+            body = {"shapes": [], "tags": [], "tracks": []}
+            body[kind] = [shape_to_json(o) if kind == "shapes" else tag_to_json(o) for o in batch]
+            data = self._send(
+                f"writing {len(batch)} {kind} to job {job_id}",
+                api.jobs_api.partial_update_annotations_endpoint, {"id": job_id}, body,
+                query=[("action", "create")],
+            ) or {}
+            created = data.get(kind) or []
+            if len(created) != len(batch):
+                raise CvatRejected(
+                    f"writing {kind} to job {job_id}: CVAT echoed {len(created)} of {len(batch)} objects"
+                )
+            (shape_ids if kind == "shapes" else tag_ids).extend(int(o["id"]) for o in created)
+        return shape_ids + tag_ids
+
+    def delete_shapes(self, job_id: int, shape_ids: Sequence[int]) -> None:
+        """Delete exactly these shapes of ``job_id`` (``PATCH ?action=delete``); unknown ids are logged."""
+        wanted = {int(i) for i in shape_ids}
+        if not wanted:
+            return
+        raw = self._raw_annotations(job_id=job_id, task_id=None)
+        doomed = [s for s in raw.get("shapes") or [] if s.get("id") in wanted]
+        missing = wanted - {s["id"] for s in doomed}
+        if missing:
+            log.warning("job %s: shapes %s are already gone; not deleting them", job_id, sorted(missing))
+        if not doomed:
+            return
+        self._send(f"deleting {len(doomed)} shapes of job {job_id}",
+                   self._sdk().api_client.jobs_api.partial_update_annotations_endpoint, {"id": job_id},
+                   {"shapes": doomed, "tags": [], "tracks": []}, query=[("action", "delete")])
+
+
+# --- decoding CVAT JSON into plain types ------------------------------------------------------------
+def _decode(what: str, raw: bytes) -> Any:
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise CvatRejected(f"{what}: CVAT answered something that is not JSON: {raw[:200]!r}") from exc
+
+
+def _job_info(data: dict) -> JobInfo:
+    return JobInfo(
+        id=int(data["id"]),
+        task_id=int(data["task_id"]),
+        project_id=data.get("project_id"),
+        start_frame=int(data["start_frame"]),
+        stop_frame=int(data["stop_frame"]),
+        frame_count=int(data.get("frame_count") or (int(data["stop_frame"]) - int(data["start_frame"]) + 1)),
+        type=str(data.get("type") or "annotation"),
+        state=str(data.get("state") or ""),
+        stage=str(data.get("stage") or ""),
+        status=str(data.get("status") or ""),
+    )
+
+
+def _attribute_spec(d: dict) -> AttributeSpec:
+    return AttributeSpec(
+        id=int(d["id"]),
+        name=str(d["name"]),
+        input_type=str(d.get("input_type") or "text"),
+        values=[str(v) for v in d.get("values") or []],
+        default_value=str(d.get("default_value") or ""),
+        mutable=bool(d.get("mutable", False)),
+    )
+
+
+def _label_spec(d: dict) -> LabelSpec:
+    return LabelSpec(
+        id=int(d["id"]),
+        name=str(d["name"]),
+        type=str(d.get("type") or "any"),
+        attributes={a["name"]: _attribute_spec(a) for a in d.get("attributes") or []},
+        sublabels={s["name"]: _label_spec(s) for s in d.get("sublabels") or []},
+    )
+
+
+def _frames(meta: dict, numbers: list[int], what: str) -> list[FrameInfo]:
+    """Pair frame numbers with ``meta["frames"]``.
+
+    ``meta["frames"]`` lists either one entry per number (job or task meta), the whole task
+    (indexed by frame number), or a single entry (video: every frame has the same size).
+    Deleted frames keep their entry but are skipped.
+    """
+    entries = meta.get("frames") or []
+    deleted = {int(f) for f in meta.get("deleted_frames") or []}
+    if not entries:
+        raise CvatRejected(f"{what}: CVAT returned no frame metadata (does the task have data?)")
+    result = []
+    for position, n in enumerate(numbers):
+        if n in deleted:
+            continue
+        if len(entries) == len(numbers):
+            entry = entries[position]
+        elif len(entries) == 1:
+            entry = entries[0]
+        elif 0 <= n < len(entries):
+            entry = entries[n]
+        else:
+            raise CvatRejected(f"{what}: frame metadata has {len(entries)} entries for {len(numbers)} frames")
+        result.append(FrameInfo(frame=n, name=str(entry.get("name", "")), width=int(entry["width"]),
+                                height=int(entry["height"])))
+    return result
+
+
+def _batches(shapes: list[Shape], tags: list[Tag], batch_size: int) -> Iterator[tuple[str, list]]:
+    batch: list[Shape] = []
+    weight = 0
+    for shape in shapes:
+        cost = 1 + len(shape.elements)
+        if batch and weight + cost > batch_size:
+            yield "shapes", batch
+            batch, weight = [], 0
+        batch.append(shape)
+        weight += cost
+    if batch:
+        yield "shapes", batch
+    for start in range(0, len(tags), batch_size):
+        yield "tags", tags[start : start + batch_size]

@@ -1,0 +1,214 @@
+"""CVAT webhook payloads (2.73+ and older) and the rules that turn an event into a trigger.
+
+Knows nothing of HTTP or storage. ``decide`` is pure: envelope + what the route acts on →
+``Decision`` (ping, ignore with a reason, or trigger with a content-based dedupe key).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from bridge.pipelines.base import Trigger, TriggerKind
+
+IN_PROGRESS = "in progress"
+COMPLETED = "completed"
+_NOISE_FIELDS = frozenset({"updated_date"})
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Sender(_Open):
+    """Both CVAT shapes: a user request ``{url,id,username,first_name,last_name}``
+    or an RQ worker ``{id,username,email}``."""
+
+    id: int | None = None
+    username: str | None = None
+
+
+class Change(_Open):
+    from_: Any = Field(None, alias="from")
+    to: Any = None
+
+
+class JobPayload(_Open):
+    id: int
+    task_id: int | None = None
+    project_id: int | None = None
+    state: str | None = None
+    stage: str | None = None
+    status: str | None = None
+    type: str | None = None
+    updated_date: str | None = None
+
+
+class TaskPayload(_Open):
+    id: int
+    name: str | None = None
+    project_id: int | None = None
+    status: str | None = None
+    subset: str | None = None
+    updated_date: str | None = None
+
+
+class Envelope(_Open):
+    """The top level of every CVAT webhook body."""
+
+    event: str = Field(min_length=1, max_length=200)
+    webhook_id: int | None = None
+    webhook: dict[str, Any] | None = None
+    sender: Sender | None = None
+    job: JobPayload | None = None
+    task: TaskPayload | None = None
+    project: dict[str, Any] | None = None
+    request: dict[str, Any] | None = None
+    before_update: dict[str, Any] | None = None
+    changes: dict[str, Change] | None = None
+
+    @field_validator("sender", mode="before")
+    @classmethod
+    def _sender(cls, v: Any) -> Any:
+        # Simplified docs show a bare username string; accept it rather than reject the event.
+        return {"username": v} if isinstance(v, str) else v
+
+    @property
+    def resource(self) -> str:
+        return self.event.split(":", 1)[-1]
+
+    @property
+    def action(self) -> str:
+        return self.event.split(":", 1)[0]
+
+
+class PayloadError(ValueError):
+    """The body is not a CVAT webhook payload; the message says why (answered with 4xx)."""
+
+
+def parse_envelope(raw: bytes) -> tuple[Envelope, dict[str, Any]]:
+    """Parse raw bytes into (envelope, dict). Raises ``PayloadError`` with a precise reason."""
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PayloadError(f"body is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise PayloadError(f"body must be a JSON object, got {type(data).__name__}")
+    try:
+        env = Envelope.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise PayloadError(f"not a CVAT webhook payload: {where}: {first['msg']}") from exc
+    return env, data
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Literal["ping", "ignore", "trigger"]
+    reason: str
+    trigger: Trigger | None = None
+    dedupe_key: str | None = None
+
+
+def _changed_fields(env: Envelope) -> tuple[dict[str, Any], bool] | None:
+    """Changed field → new value (None when unknown), and whether the payload is 2.73+ (``changes``)."""
+    if env.changes is not None:
+        return {k: c.to for k, c in env.changes.items()}, True
+    if env.before_update is not None:
+        return dict.fromkeys(env.before_update), False
+    return None
+
+
+def _transition(env: Envelope, field: str, target: str, current: str | None) -> tuple[bool, str]:
+    changed = _changed_fields(env)
+    if changed is None:
+        return False, "update without 'changes' or 'before_update': nothing changed"
+    fields, modern = changed
+    if not fields:
+        return False, "update with empty 'changes': nothing changed"
+    if set(fields) <= _NOISE_FIELDS:
+        return False, "only 'updated_date' changed (annotation save or touch)"
+    if field not in fields:
+        return False, f"'{field}' did not change (changed: {', '.join(sorted(fields))})"
+    if modern:
+        new = fields[field]
+    else:
+        new = current
+        if env.before_update and env.before_update.get(field) == current:
+            return False, f"'{field}' unchanged ({current!r})"
+    if new != target:
+        return False, f"'{field}' changed to {new!r}, not {target!r}"
+    return True, f"{field} → {target!r}"
+
+
+def _canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def dedupe_key(pipeline: str, params: dict[str, Any], env: Envelope, resource_id: int) -> str:
+    """Content-based key: identical for CVAT retries *and* manual redeliveries (keys reordered),
+    identical across two webhooks delivering the same transition, different for a new transition."""
+    changed = (
+        {k: v.to for k, v in env.changes.items()} if env.changes is not None else env.before_update
+    )
+    res = env.job if env.resource == "job" else env.task
+    material = {
+        "pipeline": pipeline,
+        "params": params,
+        "event": env.event,
+        "resource_id": resource_id,
+        "changes": changed,
+        "updated_date": res.updated_date if res else None,
+    }
+    return hashlib.sha256(_canonical(material).encode()).hexdigest()
+
+
+def decide(
+    env: Envelope,
+    *,
+    kind: TriggerKind,
+    pipeline: str,
+    params: dict[str, Any],
+    own_username: str | None = None,
+) -> Decision:
+    """Whether this event triggers ``pipeline`` (acting on ``kind``)."""
+    if env.event == "ping":
+        return Decision("ping", "ping: nothing to do")
+    if env.action != "update":
+        return Decision("ignore", f"'{env.event}' events are not acted on (only transitions in update events)")
+
+    sender = env.sender.username if env.sender else None
+    if kind in ("job_in_progress", "job_completed"):
+        if env.resource != "job" or env.job is None:
+            return Decision("ignore", f"this route acts on job state changes, not '{env.event}'")
+        job = env.job
+        if job.type not in (None, "annotation"):
+            return Decision("ignore", f"job {job.id} is a '{job.type}' job, not an annotation job")
+        target = IN_PROGRESS if kind == "job_in_progress" else COMPLETED
+        ok, why = _transition(env, "state", target, job.state)
+        if not ok:
+            return Decision("ignore", f"job {job.id}: {why}")
+        if own_username and sender == own_username and kind != "job_in_progress":
+            return Decision("ignore", f"job {job.id}: change made by the bridge's own user {sender!r}")
+        trig = Trigger(kind=kind, resource="job", resource_id=job.id, project_id=job.project_id,
+                       task_id=job.task_id, job_id=job.id, event=env.event,
+                       webhook_id=env.webhook_id, sender=sender)
+        return Decision("trigger", f"job {job.id}: {why}", trig, dedupe_key(pipeline, params, env, job.id))
+
+    # task_completed
+    if env.resource != "task" or env.task is None:
+        return Decision("ignore", f"this route acts on task status → 'completed', not '{env.event}'")
+    task = env.task
+    ok, why = _transition(env, "status", COMPLETED, task.status)
+    if not ok:
+        return Decision("ignore", f"task {task.id}: {why}")
+    if own_username and sender == own_username:
+        return Decision("ignore", f"task {task.id}: change made by the bridge's own user {sender!r}")
+    trig = Trigger(kind="task_completed", resource="task", resource_id=task.id, project_id=task.project_id,
+                   task_id=task.id, event=env.event, webhook_id=env.webhook_id, sender=sender)
+    return Decision("trigger", f"task {task.id}: {why}", trig, dedupe_key(pipeline, params, env, task.id))

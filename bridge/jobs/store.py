@@ -1,0 +1,371 @@
+"""Durable job store: enqueue with dedupe, claim with leases, heartbeats, retries, cancellation.
+
+SQLite (WAL, ``BEGIN IMMEDIATE`` for claims) by default; PostgreSQL (``FOR UPDATE SKIP LOCKED``)
+when the URL points to one, so several bridge processes or machines share the work. A partial
+unique index keeps at most one *running* job per (pipeline, resource) — single-flight across processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, and_, create_engine, event, func, or_, select, text, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from bridge.jobs.models import FINAL, Job, utcnow
+
+log = logging.getLogger(__name__)
+
+
+def _aware(dt: datetime | None) -> datetime | None:
+    if dt is None:
+        return None
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def make_engine(url: str) -> Engine:
+    """Engine with the pragmas the store relies on (WAL and a busy timeout on SQLite)."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (pysqlite recipe)
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.pop("immediate", False) else "BEGIN")
+
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+@dataclass(frozen=True)
+class EnqueueResult:
+    job_id: int
+    created: bool
+    status: str
+
+
+@dataclass
+class JobFilter:
+    status: str | None = None
+    pipeline: str | None = None
+    task_id: int | None = None
+    cvat_job_id: int | None = None
+    project_id: int | None = None
+
+
+class JobStore:
+    """All SQL lives here; callers get ``Job`` rows detached from their session."""
+
+    def __init__(self, url: str, *, migrate: bool = True):
+        self.url = url
+        self.engine = make_engine(url)
+        self.dialect = self.engine.dialect.name
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        if migrate:
+            self.migrate()
+
+    # --- schema ---------------------------------------------------------------------------------
+    def migrate(self) -> None:
+        from bridge.jobs.migrate import upgrade
+
+        upgrade(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _tx(self) -> Iterator[Session]:
+        """A write transaction. On SQLite it takes the write lock up front (BEGIN IMMEDIATE): a
+        deferred read-then-write transaction in WAL mode fails with SQLITE_BUSY instead of waiting."""
+        with self.engine.connect() as conn:
+            if self.dialect == "sqlite":
+                conn.info["immediate"] = True
+            with conn.begin(), Session(bind=conn, expire_on_commit=False) as s:
+                yield s
+                s.flush()  # the connection-level transaction commits on leaving conn.begin()
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    # --- intake ---------------------------------------------------------------------------------
+    def enqueue(
+        self,
+        *,
+        pipeline: str,
+        params: dict[str, Any],
+        trigger: dict[str, Any],
+        dedupe_key: str,
+        flight_key: str,
+        max_attempts: int,
+    ) -> EnqueueResult:
+        """Insert a queued job unless one with the same dedupe key exists; committed on return."""
+        values = {
+            "pipeline": pipeline,
+            "params": params,
+            "trigger": trigger,
+            "dedupe_key": dedupe_key,
+            "flight_key": flight_key,
+            "status": "queued",
+            "attempts": 0,
+            "max_attempts": max_attempts,
+            "available_at": utcnow(),
+            "cancel_requested": False,
+            "project_id": trigger.get("project_id"),
+            "task_id": trigger.get("task_id"),
+            "cvat_job_id": trigger.get("job_id"),
+            "progress_total": 0,
+            "progress_done": 0,
+            "frame_errors": {},
+            "objects": [],
+            "notes": {},
+            "created_at": utcnow(),
+            "updated_at": utcnow(),
+        }
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        stmt = (
+            dialect_insert(Job)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["dedupe_key"])
+            .returning(Job.id, Job.status)
+        )
+        with self._tx() as s:
+            row = s.execute(stmt).first()
+            if row is not None:
+                return EnqueueResult(row[0], True, row[1])
+            existing = s.execute(select(Job.id, Job.status).where(Job.dedupe_key == dedupe_key)).one()
+            return EnqueueResult(existing[0], False, existing[1])
+
+    # --- reading --------------------------------------------------------------------------------
+    def get(self, job_id: int) -> Job | None:
+        with self._sessions() as s:
+            return s.get(Job, job_id)
+
+    def list(self, flt: JobFilter, *, limit: int = 50, offset: int = 0) -> tuple[list[Job], int]:
+        conds = []
+        if flt.status:
+            conds.append(Job.status == flt.status)
+        if flt.pipeline:
+            conds.append(Job.pipeline == flt.pipeline)
+        if flt.task_id is not None:
+            conds.append(Job.task_id == flt.task_id)
+        if flt.cvat_job_id is not None:
+            conds.append(Job.cvat_job_id == flt.cvat_job_id)
+        if flt.project_id is not None:
+            conds.append(Job.project_id == flt.project_id)
+        where = and_(*conds) if conds else text("1=1")
+        with self._sessions() as s:
+            total = s.execute(select(func.count()).select_from(Job).where(where)).scalar_one()
+            rows = s.execute(
+                select(Job).where(where).order_by(Job.id.desc()).limit(limit).offset(offset)
+            ).scalars().all()
+            return list(rows), int(total)
+
+    def counts_by_status(self) -> dict[str, int]:
+        with self._sessions() as s:
+            rows = s.execute(select(Job.status, func.count()).group_by(Job.status)).all()
+        return {status: int(n) for status, n in rows}
+
+    def previous_objects(self, pipeline: str, flight_key: str, *, before_id: int) -> list[dict[str, Any]]:
+        """Objects recorded by earlier jobs of the same pipeline on the same resource (for idempotent re-runs)."""
+        with self._sessions() as s:
+            rows = s.execute(
+                select(Job.objects, Job.params).where(
+                    Job.pipeline == pipeline, Job.flight_key == flight_key, Job.id < before_id
+                ).order_by(Job.id)
+            ).all()
+        out: list[dict[str, Any]] = []
+        for objects, params in rows:
+            for obj in objects or []:
+                out.append({**obj, "params": params})
+        return out
+
+    # --- claiming -------------------------------------------------------------------------------
+    def claim(self, worker_id: str, lease_seconds: float) -> Job | None:
+        """Take the oldest runnable job: queued and due, or running with an expired lease (its worker died)."""
+        now = utcnow()
+        for _ in range(5):  # a lost single-flight race just means: try the next candidate
+            try:
+                with self._tx() as s:
+                    running = select(Job.flight_key).where(
+                        Job.status == "running", Job.lease_until >= now
+                    )
+                    q = (
+                        select(Job)
+                        .where(
+                            or_(
+                                and_(Job.status == "queued", Job.available_at <= now),
+                                and_(Job.status == "running", Job.lease_until < now),
+                            ),
+                            or_(Job.status == "running", Job.flight_key.not_in(running)),
+                        )
+                        .order_by(Job.available_at, Job.id)
+                        .limit(1)
+                    )
+                    if self.dialect == "postgresql":
+                        q = q.with_for_update(skip_locked=True)
+                    job = s.execute(q).scalars().first()
+                    if job is None:
+                        return None
+                    orphan = job.status == "running"
+                    if orphan:
+                        log.warning("job %s: lease of worker %s expired; reclaiming", job.id, job.worker_id)
+                    job.attempts += 1
+                    if job.cancel_requested:
+                        self._finish(job, "cancelled", error="cancelled before it ran")
+                        continue
+                    if job.attempts > job.max_attempts:
+                        self._finish(job, "failed",
+                                     error=f"gave up after {job.max_attempts} attempts"
+                                     + (" (its worker died)" if orphan else ""))
+                        continue
+                    job.status = "running"
+                    job.worker_id = worker_id
+                    job.lease_until = now + timedelta(seconds=lease_seconds)
+                    job.started_at = job.started_at or now
+                    job.updated_at = now
+                    s.flush()
+                    return job
+            except IntegrityError:
+                log.debug("single-flight race on claim; retrying")
+            except OperationalError as exc:  # SQLite busy beyond the timeout: try again later
+                log.warning("claim failed: %s", exc)
+                return None
+        return None
+
+    @staticmethod
+    def _finish(job: Job, status: str, *, error: str | None = None, summary: str | None = None) -> None:
+        now = utcnow()
+        job.status = status
+        job.error = error
+        if summary is not None:
+            job.summary = summary
+        job.finished_at = now
+        job.updated_at = now
+        job.lease_until = None
+        started = _aware(job.started_at)
+        job.duration_s = (now - started).total_seconds() if started else None
+
+    def heartbeat(self, job_id: int, worker_id: str, lease_seconds: float) -> tuple[bool, bool]:
+        """Extend the lease. Returns (still ours, cancel requested)."""
+        now = utcnow()
+        with self._tx() as s:
+            res = s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.worker_id == worker_id, Job.status == "running")
+                .values(lease_until=now + timedelta(seconds=lease_seconds), updated_at=now)
+            )
+            owned = res.rowcount == 1
+            cancel = bool(s.execute(select(Job.cancel_requested).where(Job.id == job_id)).scalar())
+        return owned, cancel
+
+    def save_progress(self, job_id: int, worker_id: str, *, total: int, done: int,
+                      frame_errors: dict[int, str], objects: list[dict[str, Any]],
+                      notes: dict[str, Any]) -> bool:
+        with self._tx() as s:
+            res = s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.worker_id == worker_id, Job.status == "running")
+                .values(progress_total=total, progress_done=done,
+                        frame_errors={str(k): v for k, v in frame_errors.items()},
+                        objects=objects, notes=notes, updated_at=utcnow())
+            )
+            return res.rowcount == 1
+
+    def _owned(self, s: Session, job_id: int, worker_id: str) -> Job | None:
+        job = s.get(Job, job_id)
+        if job is None or job.worker_id != worker_id or job.status != "running":
+            return None
+        return job
+
+    def succeed(self, job_id: int, worker_id: str, summary: str) -> bool:
+        with self._tx() as s:
+            job = self._owned(s, job_id, worker_id)
+            if job is None:
+                return False
+            self._finish(job, "succeeded", summary=summary)
+            return True
+
+    def fail(self, job_id: int, worker_id: str, error: str, *, status: str = "failed") -> bool:
+        with self._tx() as s:
+            job = self._owned(s, job_id, worker_id)
+            if job is None:
+                return False
+            self._finish(job, status, error=error)
+            return True
+
+    def requeue(self, job_id: int, worker_id: str, error: str, *, base: float, cap: float) -> float | None:
+        """Transient failure: back to the queue after full-jitter exponential backoff, or fail when
+        attempts are exhausted. Returns the delay, or None when the job failed for good."""
+        with self._tx() as s:
+            job = self._owned(s, job_id, worker_id)
+            if job is None:
+                return None
+            if job.attempts >= job.max_attempts:
+                self._finish(job, "failed", error=f"{error} (gave up after {job.attempts} attempts)")
+                return None
+            delay = random.uniform(0, min(cap, base * (2 ** (job.attempts - 1))))  # noqa: S311 - jitter
+            now = utcnow()
+            job.status = "queued"
+            job.error = error
+            job.worker_id = None
+            job.lease_until = None
+            job.available_at = now + timedelta(seconds=delay)
+            job.updated_at = now
+            return delay
+
+    # --- operator actions -----------------------------------------------------------------------
+    def request_cancel(self, job_id: int) -> Job | None:
+        """Queued → cancelled now; running → flagged (the worker stops at its next check)."""
+        with self._tx() as s:
+            job = s.get(Job, job_id)
+            if job is None:
+                return None
+            if job.status == "queued":
+                self._finish(job, "cancelled", error="cancelled by request")
+            elif job.status == "running":
+                job.cancel_requested = True
+                job.updated_at = utcnow()
+            return job
+
+    def retry(self, job_id: int) -> Job | None:
+        """A finished job (failed/cancelled/succeeded) runs again with a fresh attempt budget."""
+        with self._tx() as s:
+            job = s.get(Job, job_id)
+            if job is None:
+                return None
+            if job.status not in FINAL:
+                return job
+            now = utcnow()
+            job.status = "queued"
+            job.attempts = 0
+            job.cancel_requested = False
+            job.available_at = now
+            job.finished_at = None
+            job.error = None
+            job.updated_at = now
+            return job

@@ -1,0 +1,602 @@
+"""The only code that speaks to Nuclio: invocation, retries, concurrency limits, body-size budget.
+
+One ``NuclioClient`` is shared by the worker threads. Each call:
+
+1. fits the image into ``max_body_bytes`` (``images.fit_images``: JPEG q=90, then downscale),
+2. takes a slot of the function's semaphore (``concurrency_for``) for each HTTP attempt,
+3. POSTs directly (``http://nuclio-nuclio-{name}:8080/``) or through the dashboard,
+4. retries connection errors, timeouts, 408/502/503/504 with full-jitter exponential backoff,
+5. checks the JSON shape and maps results back to the original resolution (``scaling``).
+
+Errors: ``FunctionUnavailable`` (transient: unreachable, busy, timed out) and ``FunctionFailed``
+(permanent: 4xx/5xx, invalid JSON, wrong shape, body too large even after shrinking).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any, Literal
+
+import httpx
+import numpy as np
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from bridge.errors import BadImage, FunctionFailed, FunctionUnavailable
+from bridge.nuclio import images, scaling
+from bridge.nuclio.metadata import parse_function_config
+from bridge.nuclio.scaling import Scale
+
+log = logging.getLogger(__name__)
+
+_RETRY_REASONS: dict[int, tuple[str, Literal["unreachable", "busy", "timeout"]]] = {
+    503: ("busy (503, no free worker)", "busy"),
+    504: ("gateway timeout (504)", "timeout"),
+    408: ("request timeout (408)", "timeout"),
+    502: ("bad gateway (502)", "unreachable"),
+}
+RETRY_STATUSES = frozenset(_RETRY_REASONS)
+NUCLIO_DEFAULT_MAX_BODY = 4 * 1024 * 1024
+CONNECT_TIMEOUT = 5.0
+DASHBOARD_MARGIN = 5.0  # the dashboard needs a little longer than the invoke timeout it relays
+INFO_TIMEOUT = 5.0
+UNKNOWN_TTL = 60.0  # seconds before asking the dashboard again about a function it did not know
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+_EXCERPT = 300
+
+
+class _Retryable(Exception):
+    """One failed attempt worth retrying; ``reason`` ends up in ``FunctionUnavailable``.
+
+    ``kind`` is ``"unreachable"``, ``"busy"`` or ``"timeout"`` and picks the advice given.
+    """
+
+    def __init__(self, reason: str, kind: Literal["unreachable", "busy", "timeout"]):
+        super().__init__(reason)
+        self.reason = reason
+        self.kind = kind
+
+
+class _BodyTooLarge(Exception):
+    """The function (or a proxy) answered 413 to a body of ``sent`` bytes."""
+
+    def __init__(self, sent: int, excerpt: str):
+        super().__init__(f"413 for {sent} bytes")
+        self.sent = sent
+        self.excerpt = excerpt
+
+
+def _excerpt(resp: httpx.Response) -> str:
+    text = resp.text.strip().replace("\n", " ")
+    return text[:_EXCERPT] + ("..." if len(text) > _EXCERPT else "")
+
+
+class NuclioClient:
+    """Call Nuclio functions over HTTP (thread-safe; one instance shared by the workers)."""
+
+    def __init__(
+        self,
+        *,
+        invoke_method: Literal["direct", "dashboard"] = "direct",
+        function_url: str = "http://nuclio-nuclio-{name}:8080",
+        dashboard_url: str = "http://nuclio:8070",
+        namespace: str = "nuclio",
+        project: str = "cvat",
+        timeout: float = 120.0,
+        function_timeouts: Mapping[str, float] = _EMPTY,
+        concurrency: int = 2,
+        function_concurrency: Mapping[str, int] = _EMPTY,
+        max_body_bytes: int = 32 * 1024 * 1024,
+        retries: int = 4,
+        backoff_base: float = 0.5,
+        backoff_max: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+    ):
+        if invoke_method not in ("direct", "dashboard"):
+            raise ValueError(f"invoke_method must be 'direct' or 'dashboard', not {invoke_method!r}")
+        if timeout <= 0 or concurrency < 1 or retries < 0 or max_body_bytes < 1024:
+            raise ValueError(
+                f"need timeout > 0, concurrency >= 1, retries >= 0, max_body_bytes >= 1024 "
+                f"(got {timeout}, {concurrency}, {retries}, {max_body_bytes})"
+            )
+        bad = {k: v for k, v in function_concurrency.items() if int(v) < 1}
+        if bad:
+            raise ValueError(f"function_concurrency values must be >= 1: {bad}")
+        self.invoke_method = invoke_method
+        self.function_url = function_url.rstrip("/")
+        self.dashboard_url = dashboard_url.rstrip("/")
+        self.namespace = namespace
+        self.project = project
+        self.timeout = float(timeout)
+        self.function_timeouts = {k: float(v) for k, v in function_timeouts.items()}
+        self.concurrency = int(concurrency)
+        self.function_concurrency = {k: int(v) for k, v in function_concurrency.items()}
+        self.max_body_bytes = int(max_body_bytes)
+        self.retries = int(retries)
+        self.backoff_base = float(backoff_base)
+        self.backoff_max = float(backoff_max)
+        pool = max(16, 2 * (self.concurrency + sum(self.function_concurrency.values())))
+        self._http = httpx.Client(
+            transport=transport,
+            limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
+            timeout=httpx.Timeout(self.timeout, connect=min(CONNECT_TIMEOUT, self.timeout)),
+        )
+        self._lock = threading.Lock()
+        self._slots: dict[str, threading.BoundedSemaphore] = {}
+        self._info: dict[str, tuple[float, dict[str, Any] | None]] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Any, **overrides: Any) -> NuclioClient:
+        """Build from ``bridge.app.settings.Settings``; keyword overrides (e.g. ``transport``) win."""
+        kwargs: dict[str, Any] = {
+            "invoke_method": settings.nuclio_invoke_method,
+            "function_url": settings.nuclio_function_url,
+            "dashboard_url": settings.resolved_dashboard_url,
+            "namespace": settings.nuclio_namespace,
+            "project": settings.nuclio_project,
+            "timeout": settings.nuclio_timeout,
+            "function_timeouts": settings.nuclio_function_timeouts,
+            "concurrency": settings.nuclio_concurrency,
+            "function_concurrency": settings.nuclio_function_concurrency,
+            "max_body_bytes": settings.nuclio_max_body_bytes,
+            "retries": settings.nuclio_retries,
+        }
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> NuclioClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- addresses and limits -------------------------------------------------------------------
+    def url_for(self, function: str) -> str:
+        """Where a call for ``function`` goes (the function itself, or the dashboard)."""
+        if self.invoke_method == "dashboard":
+            return f"{self.dashboard_url}/api/function_invocations"
+        return self.function_url.format(name=function) + "/"
+
+    def timeout_for(self, function: str) -> float:
+        return self.function_timeouts.get(function, self.timeout)
+
+    def concurrency_for(self, function: str) -> int:
+        """Configured value, else the function's ``maxWorkers`` (dashboard), else ``concurrency``."""
+        if function in self.function_concurrency:
+            return self.function_concurrency[function]
+        info = self.function_info(function)
+        workers = info.get("max_workers") if info else None
+        return int(workers) if isinstance(workers, int) and workers >= 1 else self.concurrency
+
+    def _slot(self, function: str) -> threading.BoundedSemaphore:
+        with self._lock:
+            slot = self._slots.get(function)
+        if slot is not None:
+            return slot
+        size = self.concurrency_for(function)  # may ask the dashboard: outside the lock
+        info = self.function_info(function)
+        for problem in self._limit_problems(function, info) if info else ():
+            log.warning("%s", problem)
+        with self._lock:
+            if function not in self._slots:
+                self._slots[function] = threading.BoundedSemaphore(size)
+                log.debug("function %s: at most %d calls in flight", function, size)
+            return self._slots[function]
+
+    # --- discovery ------------------------------------------------------------------------------
+    def _dashboard_headers(self, function: str | None = None) -> dict[str, str]:
+        headers = {
+            "x-nuclio-project-name": self.project,
+            "x-nuclio-function-namespace": self.namespace,
+        }
+        if function is not None:
+            headers["x-nuclio-function-name"] = function
+        return headers
+
+    def function_info(self, function: str, *, refresh: bool = False) -> dict[str, Any] | None:
+        """The function's metadata from the dashboard, or ``None`` when unreachable or unknown there.
+
+        Shape: ``{"name", "type", "spec" (labels list or None), "max_workers", "event_timeout"
+        (seconds or None), "max_body" (bytes or None), "problems" (list of strings)}``.
+        Answers are cached for the client's life, ``None`` for ``UNKNOWN_TTL`` seconds.
+        """
+        now = time.monotonic()
+        with self._lock:
+            cached = self._info.get(function)
+        if cached is not None and not refresh and (cached[1] is not None or now - cached[0] < UNKNOWN_TTL):
+            return cached[1]
+        info = self._fetch_info(function)
+        with self._lock:
+            self._info[function] = (now, info)
+        return info
+
+    def _fetch_info(self, function: str) -> dict[str, Any] | None:
+        url = f"{self.dashboard_url}/api/functions/{function}"
+        try:
+            resp = self._http.get(url, headers=self._dashboard_headers(), timeout=INFO_TIMEOUT)
+        except httpx.HTTPError as exc:
+            log.info("Nuclio dashboard not reachable at %s (%s); function %s metadata unknown",
+                     self.dashboard_url, exc.__class__.__name__, function)
+            return None
+        if resp.status_code == 404:
+            log.warning("Nuclio dashboard %s does not know function %r (namespace %s; names are "
+                        "case-sensitive)", self.dashboard_url, function, self.namespace)
+            return None
+        if resp.status_code != 200:
+            log.warning("Nuclio dashboard answered %d for function %r: %s", resp.status_code, function,
+                        _excerpt(resp))
+            return None
+        try:
+            config = resp.json()
+        except ValueError:
+            log.warning("Nuclio dashboard sent invalid JSON for function %r: %s", function, _excerpt(resp))
+            return None
+        return parse_function_config(config, function)
+
+    def ping(self, function: str) -> bool:
+        """Is the function reachable? Direct: any HTTP answer to a GET. Dashboard: it is known there."""
+        if self.invoke_method == "dashboard":
+            return self.function_info(function, refresh=True) is not None
+        try:
+            self._http.get(self.url_for(function), timeout=INFO_TIMEOUT)
+        except (httpx.ReadTimeout, httpx.PoolTimeout):
+            return True  # connected: the function is there, only busy (a GET waits for a worker)
+        except httpx.HTTPError as exc:
+            log.info("function %s not reachable at %s: %s", function, self.url_for(function), exc)
+            return False
+        return True
+
+    def diagnose(self, function: str) -> list[str]:
+        """Problems that will make calls to ``function`` fail or misbehave; empty when all is well.
+
+        Checks reachability, the dashboard metadata (type, labels spec) and that the client's timeout
+        and concurrency fit the function's ``eventTimeout`` and ``maxWorkers`` (the body budget follows
+        ``maxRequestBodySize`` by itself). Meant for start-up checks and ``/health``.
+        """
+        problems: list[str] = []
+        if self.invoke_method == "direct" and not self.ping(function):
+            problems.append(
+                f"function '{function}' not reachable at {self.url_for(function)}: is it deployed and on "
+                f"the cvat_cvat network? name is case-sensitive"
+            )
+        info = self.function_info(function, refresh=True)
+        if info is None:
+            if self.invoke_method == "dashboard":
+                problems.append(
+                    f"the Nuclio dashboard at {self.dashboard_url} cannot be reached or does not know "
+                    f"'{function}': is it deployed in namespace '{self.namespace}'? name is case-sensitive"
+                )
+            return problems
+        problems.extend(f"function '{function}': {p}" for p in info["problems"])
+        problems.extend(self._limit_problems(function, info))
+        return problems
+
+    def _limit_problems(self, function: str, info: dict[str, Any]) -> list[str]:
+        problems = []
+        timeout, event_timeout = self.timeout_for(function), info.get("event_timeout")
+        if event_timeout and timeout < event_timeout:
+            problems.append(
+                f"function '{function}': client timeout {timeout:g} s is shorter than its eventTimeout "
+                f"{event_timeout:g} s; raise NUCLIO_FUNCTION_TIMEOUTS for it"
+            )
+        workers, configured = info.get("max_workers"), self.function_concurrency.get(function)
+        if workers and configured and configured > workers:
+            problems.append(
+                f"function '{function}': NUCLIO_FUNCTION_CONCURRENCY {configured} exceeds its maxWorkers "
+                f"{workers}; extra calls wait for a worker and may get 503"
+            )
+        return problems
+
+    # --- raw invocation -------------------------------------------------------------------------
+    def invoke(self, function: str, payload: dict, *, timeout: float | None = None) -> Any:
+        """POST ``payload`` as JSON; return the decoded JSON answer (see the module docstring)."""
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        try:
+            return self._invoke_body(function, body, timeout)
+        except _BodyTooLarge as exc:
+            raise FunctionFailed(
+                f"body too large: function '{function}' refused {exc.sent} bytes (HTTP 413: {exc.excerpt}); "
+                f"raise its maxRequestBodySize (32 MiB) or send less"
+            ) from None
+
+    def _invoke_body(self, function: str, body: bytes, timeout: float | None) -> Any:
+        if len(body) > self.max_body_bytes:
+            raise FunctionFailed(
+                f"body too large: {len(body)} bytes for function '{function}' exceeds "
+                f"NUCLIO_MAX_BODY_BYTES={self.max_body_bytes}"
+            )
+        seconds = float(timeout) if timeout is not None else self.timeout_for(function)
+        url = self.url_for(function)
+        slot = self._slot(function)
+        attempts = self.retries + 1
+
+        def log_retry(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            log.info("function %s attempt %d/%d failed (%s); retrying in %.2f s", function,
+                     state.attempt_number, attempts, exc, state.next_action.sleep if state.next_action else 0)
+
+        retrying = Retrying(
+            stop=stop_after_attempt(attempts),
+            wait=wait_random_exponential(multiplier=self.backoff_base, max=self.backoff_max),
+            retry=retry_if_exception_type(_Retryable),
+            before_sleep=log_retry,
+            reraise=True,
+        )
+        try:
+            resp = retrying(self._attempt, function, url, body, seconds, slot)
+        except _Retryable as exc:
+            raise FunctionUnavailable(self._unavailable_message(function, url, exc, attempts)) from None
+        return self._decode(function, resp)
+
+    def _unavailable_message(self, function: str, url: str, exc: _Retryable, attempts: int) -> str:
+        tried = f"{exc.reason} after {attempts} attempt(s)"
+        if exc.kind == "busy":
+            return (f"function '{function}' at {url} stayed busy: {tried}; keep its concurrency "
+                    f"(NUCLIO_FUNCTION_CONCURRENCY) at or below its maxWorkers, or give it more workers")
+        if exc.kind == "timeout":
+            return (f"function '{function}' at {url} timed out: {tried}; raise its timeout "
+                    f"(NUCLIO_FUNCTION_TIMEOUTS) to at least the function's eventTimeout, or check that "
+                    f"it is not stuck")
+        if self.invoke_method == "dashboard":
+            return (f"function '{function}' not reachable through the Nuclio dashboard at {url}: {tried}; "
+                    f"is the dashboard up, and the function deployed in namespace '{self.namespace}', "
+                    f"project '{self.project}'? name is case-sensitive")
+        return (f"function '{function}' not reachable at {url}: {tried}; is it deployed and on the "
+                f"cvat_cvat network? name is case-sensitive")
+
+    def _attempt(self, function: str, url: str, body: bytes, seconds: float,
+                 slot: threading.BoundedSemaphore) -> httpx.Response:
+        headers = {"Content-Type": "application/json"}
+        http_timeout = httpx.Timeout(seconds, connect=min(CONNECT_TIMEOUT, seconds))
+        if self.invoke_method == "dashboard":
+            headers.update(self._dashboard_headers(function))
+            headers.update({
+                "x-nuclio-path": "/",
+                "x-nuclio-invoke-via": "domain-name",
+                "X-Nuclio-Invoke-Timeout": f"{math.ceil(seconds)}s",
+            })
+            http_timeout = httpx.Timeout(seconds + DASHBOARD_MARGIN, connect=min(CONNECT_TIMEOUT, seconds))
+        with slot:
+            try:
+                resp = self._http.post(url, content=body, headers=headers, timeout=http_timeout)
+            except httpx.ConnectTimeout as exc:
+                raise _Retryable(f"connect timed out ({exc.__class__.__name__})", "unreachable") from exc
+            except httpx.TimeoutException as exc:
+                raise _Retryable(f"no answer within {seconds:g} s ({exc.__class__.__name__})",
+                                 "timeout") from exc
+            except httpx.TransportError as exc:
+                raise _Retryable(f"{exc.__class__.__name__}: {exc}", "unreachable") from exc
+        if resp.status_code in RETRY_STATUSES:
+            what, kind = _RETRY_REASONS[resp.status_code]
+            raise _Retryable(f"{what}: {_excerpt(resp)}", kind)
+        if resp.status_code == 413:
+            raise _BodyTooLarge(len(body), _excerpt(resp))
+        return resp
+
+    @staticmethod
+    def _decode(function: str, resp: httpx.Response) -> Any:
+        if resp.status_code == 404:
+            raise FunctionFailed(f"function '{function}' answered HTTP 404: {_excerpt(resp)} (is it deployed "
+                                 f"under exactly that name? names are case-sensitive)")
+        if resp.status_code >= 400:
+            raise FunctionFailed(f"function '{function}' answered HTTP {resp.status_code}: {_excerpt(resp)}")
+        try:
+            return resp.json()
+        except ValueError:
+            raise FunctionFailed(
+                f"function '{function}' answered HTTP {resp.status_code} with invalid JSON "
+                f"({resp.headers.get('content-type', 'no content type')}): {_excerpt(resp)}"
+            ) from None
+
+    # --- calls carrying an image ----------------------------------------------------------------
+    def _invoke_image(
+        self,
+        function: str,
+        image: bytes,
+        build: Callable[[str, str | None, Scale], dict],
+        mask: bytes | None = None,
+        timeout: float | None = None,
+    ) -> tuple[Any, images.FittedImages]:
+        """Fit ``image`` (and ``mask``) into the body budget, call, and on 413 shrink once more.
+
+        ``build(image_b64, mask_b64, scale)`` returns the payload with prompts in sent coordinates.
+        """
+        if not image:
+            raise BadImage(f"empty image for function '{function}'")
+        budget = self.body_budget(function)
+        for attempt in (1, 2):
+            overhead = len(json.dumps(build("", "" if mask is not None else None, Scale.identity()),
+                                      separators=(",", ":")))
+            room = budget - overhead - 1024  # prompts change length a little once scaled
+            if room <= 0:
+                raise FunctionFailed(f"body too large: the payload for '{function}' without the image "
+                                     f"already takes {overhead} of {budget} bytes")
+            fitted = images.fit_images(image, room, mask)
+            if fitted.reencoded:
+                log.debug("function %s: sending %dx%d instead of %dx%d (scale %.4f, %d bytes budget)",
+                          function, fitted.scale.sent_width, fitted.scale.sent_height, fitted.scale.width,
+                          fitted.scale.height, fitted.scale.factor, budget)
+            payload = build(images.b64(fitted.image),
+                            images.b64(fitted.mask) if fitted.mask is not None else None, fitted.scale)
+            body = json.dumps(payload, separators=(",", ":")).encode()
+            try:
+                return self._invoke_body(function, body, timeout), fitted
+            except _BodyTooLarge as exc:
+                if attempt == 2:
+                    raise FunctionFailed(
+                        f"body too large: function '{function}' refused {exc.sent} bytes even after "
+                        f"shrinking the image (HTTP 413: {exc.excerpt}); raise its maxRequestBodySize "
+                        f"to 33554432 in function.yaml"
+                    ) from None
+                budget = self._smaller_budget(function, exc.sent)
+                log.warning("function %s refused %d bytes (413); retrying once within %d bytes",
+                            function, exc.sent, budget)
+        raise AssertionError("unreachable")
+
+    def body_budget(self, function: str) -> int:
+        """Request-body bytes allowed: ``max_body_bytes``, lowered to the function's
+        ``maxRequestBodySize`` when the dashboard reports it."""
+        info = self.function_info(function)
+        known = info.get("max_body") if info else None
+        if isinstance(known, int) and 1024 < known < self.max_body_bytes:
+            return known
+        return self.max_body_bytes
+
+    def _smaller_budget(self, function: str, sent: int) -> int:
+        info = self.function_info(function)
+        known = info.get("max_body") if info else None
+        if isinstance(known, int) and 1024 < known < sent:
+            return known
+        return min(sent // 2, NUCLIO_DEFAULT_MAX_BODY)  # Nuclio's default limit is 4 MiB
+
+    def detect(self, function: str, image: bytes, *, threshold: float | None = None,
+               extra: dict | None = None) -> list[dict]:
+        """Detector call → CVAT detector items at the original resolution.
+
+        ``extra`` keys are added to the body as they are (not rescaled).
+        """
+
+        if extra and "image" in extra:
+            raise ValueError("extra must not carry 'image': pass the frame as the image argument")
+
+        def build(img: str, _mask: str | None, _scale: Scale) -> dict:
+            payload: dict[str, Any] = {"image": img}
+            if threshold is not None:
+                payload["threshold"] = float(threshold)
+            payload.update(extra or {})
+            return payload
+
+        result, fitted = self._invoke_image(function, image, build)
+        if not isinstance(result, list):
+            raise FunctionFailed(
+                f"detector '{function}' must answer a JSON list of shapes, got {type(result).__name__}: "
+                f"{json.dumps(result)[:_EXCERPT]}"
+            )
+        scale = fitted.scale
+        return [scaling.scale_detection(item, scale) for item in result]
+
+    def interact(self, function: str, image: bytes, *, pos_points: Sequence[Sequence[float]] = (),
+                 neg_points: Sequence[Sequence[float]] = (),
+                 obj_bbox: Sequence[Sequence[float]] | None = None) -> dict:
+        """Interactor call (CVAT 2.60+ protocol) → ``{"shapes": [...]}`` at the original resolution.
+
+        A legacy ``{"mask": [[0/1, ...], ...]}`` answer is converted to one RLE ``mask`` shape.
+        """
+
+        def build(img: str, _mask: str | None, scale: Scale) -> dict:
+            return {
+                "image": img,
+                "pos_points": [scale.down_point(p) for p in pos_points],
+                "neg_points": [scale.down_point(p) for p in neg_points],
+                "obj_bbox": [scale.down_point(p) for p in obj_bbox] if obj_bbox is not None else None,
+            }
+
+        result, fitted = self._invoke_image(function, image, build)
+        if isinstance(result, dict) and "shapes" not in result and isinstance(result.get("mask"), list):
+            result = {"shapes": [_legacy_mask_shape(function, result["mask"])]}
+        if not isinstance(result, dict) or not isinstance(result.get("shapes"), list):
+            raise FunctionFailed(
+                f"interactor '{function}' must answer {{\"shapes\": [...]}}, got: "
+                f"{json.dumps(result)[:_EXCERPT]}"
+            )
+        scale = fitted.scale
+        return {**result, "shapes": [scaling.scale_shape(s, scale) for s in result["shapes"]]}
+
+    def segment_prompts(self, function: str, image: bytes, prompts: list[dict]) -> list[dict]:
+        """SAM 2 batch: one result per prompt, same order.
+
+        Each result is ``{"mask": RLE + [l,t,r,b], "polygons": [[x,y,...]], "score"}`` or ``{"error"}``.
+        """
+        clean = [_check_prompt(i, p) for i, p in enumerate(prompts)]
+
+        def build(img: str, _mask: str | None, scale: Scale) -> dict:
+            sent = [scaling.scale_prompt_down(p, scale) for p in clean]
+            return {"image": img, "prompts": sent, "multimask_output": False}
+
+        result, fitted = self._invoke_image(function, image, build)
+        results = result.get("results") if isinstance(result, dict) else None
+        if not isinstance(results, list) or len(results) != len(prompts):
+            raise FunctionFailed(
+                f"SAM 2 function '{function}' must answer {{\"results\": [...]}} with {len(prompts)} "
+                f"entries, got: {json.dumps(result)[:_EXCERPT]}"
+            )
+        scale = fitted.scale
+        return [scaling.scale_sam_result(r, scale) for r in results]
+
+    def inpaint(self, function: str, image: bytes, mask_png: bytes) -> bytes:
+        """LaMa: fill the mask's nonzero pixels; PNG bytes at the original resolution.
+
+        When the image had to be re-encoded or downscaled (or the function answered another size), its
+        output is resized back and used only inside the mask; pixels outside it are the original's.
+        """
+        if not mask_png:
+            raise BadImage(f"empty mask for function '{function}'")
+
+        def build(img: str, mask: str | None, _scale: Scale) -> dict:
+            return {"image": img, "mask": mask}
+
+        result, fitted = self._invoke_image(function, image, build, mask=mask_png)
+        if not isinstance(result, dict) or not isinstance(result.get("image"), str):
+            raise FunctionFailed(
+                f"inpainting function '{function}' must answer {{\"image\": <base64 PNG>, ...}}, got: "
+                f"{json.dumps(result)[:_EXCERPT]}"
+            )
+        try:
+            data = base64.b64decode(result["image"], validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise FunctionFailed(f"inpainting function '{function}' returned invalid base64: {exc}") from None
+        try:
+            out_size = images.image_size(data, "the inpainted image")
+        except BadImage as exc:
+            raise FunctionFailed(f"inpainting function '{function}': {exc}") from None
+        if not fitted.reencoded and out_size == images.image_size(image):
+            return data
+        return images.restore_inpainted(image, mask_png, data)
+
+
+def _legacy_mask_shape(function: str, mask: list) -> dict:
+    """Legacy interactor answer: a full-image 2D 0/1 array → an RLE ``mask`` shape."""
+    try:
+        arr = np.asarray(mask, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise FunctionFailed(f"interactor '{function}' legacy 'mask' is not a 2D number array") from exc
+    if arr.ndim != 2 or arr.size == 0:
+        raise FunctionFailed(f"interactor '{function}' legacy 'mask' must be 2D, got shape {arr.shape}")
+    return {"type": "mask", "points": scaling.encode_rle(arr > 0, 0, 0), "group": 0, "source": "semi-auto",
+            "attributes": [], "occluded": False, "rotation": 0}
+
+
+def _check_prompt(index: int, prompt: Any) -> dict:
+    """A SAM 2 prompt with all three keys; ``ValueError`` naming the prompt when malformed.
+
+    An empty prompt (no box, no points) is passed on: the function answers ``{"error"}`` for it.
+    """
+    if not isinstance(prompt, dict):
+        raise ValueError(f"prompt {index} must be an object, got {prompt!r:.120}")
+    bbox = prompt.get("bbox")
+    if bbox is not None and (not isinstance(bbox, list | tuple) or len(bbox) != 4):
+        raise ValueError(f"prompt {index}: bbox must be [x1, y1, x2, y2] or null, got {bbox!r:.120}")
+    out = {**prompt, "bbox": list(bbox) if bbox is not None else None}
+    for key in ("pos_points", "neg_points"):
+        points = prompt.get(key) or []
+        if not all(isinstance(p, list | tuple) and len(p) == 2 for p in points):
+            raise ValueError(f"prompt {index}: {key} must be a list of [x, y] pairs, got {points!r:.120}")
+        out[key] = [list(p) for p in points]
+    return out

@@ -1,0 +1,157 @@
+"""The pipeline interface: what a step receives and what it returns.
+
+A pipeline is one module under ``bridge/pipelines/``; it exposes a ``Pipeline`` object that
+the registry maps from a webhook route. The worker builds a ``StepContext`` and calls
+``pipeline.run(ctx)``; the same call runs inline (tests, ``bridge jobs run``) or from the queue.
+Pipelines know nothing of FastAPI or SQL.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from pydantic import BaseModel
+
+from bridge.errors import Cancelled
+
+if TYPE_CHECKING:
+    from bridge.app.settings import Settings
+    from bridge.cvat.client import CvatClient
+    from bridge.nuclio.client import NuclioClient
+
+TriggerKind = Literal["job_in_progress", "job_completed", "task_completed"]
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """The CVAT transition that started a job (built by ``bridge.events``, stored with the job)."""
+
+    kind: TriggerKind
+    resource: Literal["job", "task"]
+    resource_id: int
+    project_id: int | None = None
+    task_id: int | None = None
+    job_id: int | None = None
+    event: str = ""
+    webhook_id: int | None = None
+    sender: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "resource": self.resource,
+            "resource_id": self.resource_id,
+            "project_id": self.project_id,
+            "task_id": self.task_id,
+            "job_id": self.job_id,
+            "event": self.event,
+            "webhook_id": self.webhook_id,
+            "sender": self.sender,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Trigger:
+        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__ if k in d})
+
+
+class Progress(Protocol):
+    """Progress and result reporting; the worker persists it on the job row."""
+
+    def set_total(self, total: int) -> None: ...
+
+    def advance(self, n: int = 1) -> None: ...
+
+    def frame_error(self, frame: int, reason: str) -> None: ...
+
+    def created(self, kind: str, object_id: int) -> None: ...
+
+    def note(self, key: str, value: Any) -> None: ...
+
+
+@dataclass
+class MemoryProgress:
+    """A ``Progress`` that keeps everything in memory (inline runs and tests)."""
+
+    total: int = 0
+    done: int = 0
+    errors: dict[int, str] = field(default_factory=dict)
+    objects: list[dict[str, Any]] = field(default_factory=list)
+    notes: dict[str, Any] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def set_total(self, total: int) -> None:
+        with self._lock:
+            self.total = total
+
+    def advance(self, n: int = 1) -> None:
+        with self._lock:
+            self.done += n
+
+    def frame_error(self, frame: int, reason: str) -> None:
+        with self._lock:
+            self.errors[int(frame)] = reason
+
+    def created(self, kind: str, object_id: int) -> None:
+        with self._lock:
+            self.objects.append({"kind": kind, "id": int(object_id)})
+
+    def note(self, key: str, value: Any) -> None:
+        with self._lock:
+            self.notes[key] = value
+
+
+@dataclass
+class StepContext:
+    """Everything a pipeline step may use. Clients are built once per worker, not per job."""
+
+    trigger: Trigger
+    params: BaseModel
+    settings: Settings
+    cvat: CvatClient
+    nuclio: NuclioClient
+    progress: Progress
+    job_id: int | None = None
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+    log: logging.LoggerAdapter | logging.Logger = field(default_factory=lambda: logging.getLogger("bridge.pipeline"))
+    previous: dict[str, Any] = field(default_factory=dict)
+    """What earlier attempts of the same job recorded (``objects``, ``notes``), for resuming."""
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel_event.is_set()
+
+    def check_cancelled(self) -> None:
+        if self.cancel_event.is_set():
+            raise Cancelled("the job was cancelled")
+
+
+@dataclass
+class PipelineResult:
+    """What a run did. ``partial`` = some frames failed but the rest were written."""
+
+    summary: str
+    created: dict[str, list[int]] = field(default_factory=dict)
+    frames_total: int = 0
+    frames_failed: int = 0
+    shapes_written: int = 0
+
+    @property
+    def partial(self) -> bool:
+        return 0 < self.frames_failed
+
+
+class Pipeline(Protocol):
+    """One pipeline: a name, the transition that triggers it, its query parameters, and ``run``."""
+
+    name: str
+    trigger: TriggerKind
+    params_model: type[BaseModel]
+
+    def run(self, ctx: StepContext) -> PipelineResult: ...
+
+
+RunFn = Callable[[StepContext], PipelineResult]

@@ -1,0 +1,189 @@
+"""The shared second half of the task-completion pipelines: turn a completed task's frames into
+new images and create the next stage's task — idempotently — with its jobs set in progress."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bridge.cvat.types import LabelSpec, Shape, TaskInfo
+from bridge.errors import BadAnnotations, BridgeError, LabelMismatch, NotFound, PermanentError
+from bridge.geometry.images import decode_image, encode_image
+from bridge.pipelines.base import PipelineResult, StepContext
+from bridge.pipelines.params import QuadratParams
+from bridge.pipelines.steps import error_text, map_frames
+
+FrameFn = Callable[[int, np.ndarray, list[Shape]], np.ndarray]
+"""(frame, decoded image, the frame's shapes) → the new image. Raises BridgeError types per frame."""
+
+
+def next_task_name(source: TaskInfo, stage: str) -> str:
+    """Named after the source task, with a deterministic marker used to find it again."""
+    return f"{source.name} · {stage} (from task #{source.id})"[:256]
+
+
+def skeleton_label(labels: list[LabelSpec], name: str, sublabels: int, where: str) -> LabelSpec:
+    label = next((lb for lb in labels if lb.name == name), None)
+    if label is None or label.type != "skeleton":
+        have = ", ".join(sorted(lb.name for lb in labels)) or "none"
+        raise LabelMismatch(f"{where} has no skeleton label {name!r} (labels: {have})")
+    missing = [str(i) for i in range(1, sublabels + 1) if str(i) not in label.sublabels]
+    if missing:
+        raise LabelMismatch(f"skeleton {name!r} in {where} lacks sublabels {', '.join(missing[:10])}")
+    return label
+
+
+def skeleton_points(shape: Shape, label: LabelSpec) -> dict[int, tuple[float, float] | None]:
+    """Sublabel number → (x, y), None for elements that are ``outside`` or absent."""
+    names = {sub.id: name for name, sub in label.sublabels.items()}
+    out: dict[int, tuple[float, float] | None] = {int(n): None for n in label.sublabels if n.isdigit()}
+    for el in shape.elements:
+        name = names.get(el.label_id)
+        if name is None or not name.isdigit() or el.outside or len(el.points) < 2:
+            continue
+        out[int(name)] = (float(el.points[0]), float(el.points[1]))
+    return out
+
+
+def one_skeleton(shapes: list[Shape], label: LabelSpec, frame: int) -> Shape:
+    found = [s for s in shapes if s.label_id == label.id and s.type == "skeleton"]
+    if not found:
+        raise BadAnnotations(f"no {label.name!r} skeleton on this frame")
+    if len(found) > 1:
+        raise BadAnnotations(f"{len(found)} {label.name!r} skeletons on this frame; expected exactly one")
+    return found[0]
+
+
+def check_target(ctx: StepContext, project_id: int, then_detect: str | None) -> list[LabelSpec]:
+    """Fail fast when the target project is missing or cannot take the next stage's annotations."""
+    try:
+        ctx.cvat.get_project(project_id)
+    except NotFound as exc:
+        raise PermanentError(f"target project {project_id} not found: check target_proj_id in the webhook URL") from exc
+    labels = ctx.cvat.get_labels(project_id=project_id)
+    if not labels:
+        raise LabelMismatch(f"target project {project_id} has no labels; the next stage could not annotate it")
+    if then_detect:
+        from bridge.pipelines.detect import check_function_labels
+
+        check_function_labels(ctx, then_detect, {lb.name for lb in labels})
+    return labels
+
+
+@dataclass
+class Outcome:
+    files: dict[int, Path]
+    errors: dict[int, str]
+
+
+def transform_frames(ctx: StepContext, task: TaskInfo, fn: FrameFn, out_dir: Path, *, concurrency: int) -> Outcome:
+    """Stream the task's original frames (by chunk) through ``fn``; write results under their frame names."""
+    frames = ctx.cvat.task_frames(task.id)
+    names = {f.frame: f.name for f in frames}
+    by_frame: dict[int, list[Shape]] = defaultdict(list)
+    for shape in ctx.cvat.get_annotations(task_id=task.id).shapes:
+        by_frame[shape.frame].append(shape)
+    ctx.progress.set_total(len(frames))
+    fmt_jpeg = ctx.settings.image_format == "jpeg"
+
+    def work(frame: int, data: bytes) -> Path:
+        image = decode_image(data)
+        result = fn(frame, image, by_frame.get(frame, []))
+        name = Path(names[frame]).name
+        ext = Path(name).suffix.lower()
+        fmt = "png" if ext == ".png" or (not fmt_jpeg and ext not in (".jpg", ".jpeg")) else "jpeg"
+        path = out_dir / name
+        path.write_bytes(encode_image(result, fmt, ctx.settings.jpeg_quality))
+        return path
+
+    files: dict[int, Path] = {}
+    errors: dict[int, str] = {}
+    stream = ctx.cvat.iter_frames(task.id, [f.frame for f in frames])
+    for frame, result in map_frames(ctx, stream, work, concurrency=concurrency):
+        if isinstance(result, BaseException):
+            if not isinstance(result, BridgeError):
+                raise result
+            errors[frame] = error_text(result)
+            ctx.progress.frame_error(frame, f"{names.get(frame, frame)}: {errors[frame]}")
+        else:
+            files[frame] = result
+        ctx.progress.advance()
+    return Outcome(files, errors)
+
+
+def create_next_task(ctx: StepContext, *, source: TaskInfo, target_project: int, stage: str,
+                     produce: Callable[[Path], Outcome], then_detect: str | None = None,
+                     conv_mask_to_poly: bool = False) -> PipelineResult:
+    """Find-or-create the next task (deterministic name), then start its jobs.
+
+    A task this job (an earlier attempt) or an earlier run already created for the same source is
+    reused: a replayed completion never makes a second task. Frames are produced into a temp dir
+    and uploaded in frame order with the source's subset and segment size.
+    """
+    name = next_task_name(source, stage)
+    created = [o["id"] for o in ctx.previous.get("objects", []) if o.get("kind") == "task"]
+    task = ctx.cvat.get_task(created[-1]) if created else ctx.cvat.find_task(target_project, name)
+    errors: dict[int, str] = {}
+    reused = task is not None
+    if task is None:
+        work = Path(tempfile.mkdtemp(prefix=f"{stage}-{source.id}-", dir=_tmp_root(ctx)))
+        try:
+            outcome = produce(work)
+            errors = outcome.errors
+            if errors and not ctx.settings.partial_tasks:
+                listing = "; ".join(f"frame {f}: {r}" for f, r in sorted(errors.items())[:30])
+                raise PermanentError(f"{len(errors)} of {source.size} frames have bad annotations, no task created "
+                                     f"(set BRIDGE_PARTIAL_TASKS=true to create it without them): {listing}")
+            if not outcome.files:
+                raise PermanentError("no frame could be processed; no task created")
+            ctx.check_cancelled()
+            files = [outcome.files[f] for f in sorted(outcome.files)]
+            task = ctx.cvat.create_task(target_project, name, files, subset=source.subset,
+                                        segment_size=source.segment_size or None,
+                                        image_quality=ctx.settings.jpeg_quality)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        ctx.progress.created("task", task.id)
+    else:
+        ctx.progress.set_total(0)
+        if not created:
+            ctx.progress.created("task", task.id)
+        ctx.log.info("task %s (%r) already exists for source task %s; reusing it", task.id, name, source.id)
+
+    started = _start_jobs(ctx, task, then_detect=then_detect, conv_mask_to_poly=conv_mask_to_poly)
+    summary = (f"{'reused' if reused else 'created'} task {task.id} in project {target_project} "
+               f"({task.size} frames); {started}" + (f"; {len(errors)} frames skipped" if errors else ""))
+    return PipelineResult(summary=summary, created={"tasks": [task.id]}, frames_total=source.size,
+                          frames_failed=len(errors))
+
+
+def _start_jobs(ctx: StepContext, task: TaskInfo, *, then_detect: str | None, conv_mask_to_poly: bool) -> str:
+    if then_detect:
+        # Legacy combined routes: detect right here instead of relying on a webhook in the target project.
+        from bridge.pipelines.detect import run_detect
+
+        results = [run_detect(ctx, job_id, then_detect, conv_mask_to_poly=conv_mask_to_poly)
+                   for job_id in task.job_ids]
+        return f"{then_detect} on {len(results)} jobs: {sum(r.shapes_written for r in results)} shapes"
+    moved = 0
+    for job_id in task.job_ids:
+        if ctx.cvat.get_job(job_id).state == "new":  # never reset a job a human already moved on
+            ctx.cvat.set_job_state(job_id, "in progress")
+            moved += 1
+    return f"{moved} of {len(task.job_ids)} jobs set to 'in progress'"
+
+
+def _tmp_root(ctx: StepContext) -> str:
+    root = ctx.settings.resolved_cache_dir / "work"
+    root.mkdir(parents=True, exist_ok=True)
+    return str(root)
+
+
+def quadrat_params(ctx: StepContext) -> QuadratParams:
+    return ctx.params  # type: ignore[return-value]

@@ -1,0 +1,143 @@
+"""Composition root: builds the clients once and runs a stored job through its pipeline.
+
+The worker (``bridge.jobs``) calls ``Runtime.run_job``; the same call runs a job inline in tests.
+Clients are created lazily (the bridge starts without CVAT or Nuclio reachable) and shared by
+all worker threads (the CVAT client keeps one SDK client per thread).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+from bridge.errors import BridgeError, Cancelled, PermanentError
+from bridge.jobs.models import Job
+from bridge.jobs.store import JobStore
+from bridge.pipelines.base import Progress, StepContext, Trigger
+from bridge.pipelines.registry import flight_key, load_pipeline, parse_params
+
+if TYPE_CHECKING:
+    from bridge.app.metrics import BridgeMetrics
+    from bridge.app.settings import Settings
+    from bridge.cvat.client import CvatClient
+    from bridge.nuclio.client import NuclioClient
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    def __init__(self, settings: Settings, store: JobStore | None = None, *,
+                 cvat: CvatClient | None = None, nuclio: NuclioClient | None = None,
+                 metrics: BridgeMetrics | None = None):
+        self.settings = settings
+        self.store = store
+        self.metrics = metrics
+        self._cvat = cvat
+        self._nuclio = nuclio
+        self._lock = threading.Lock()
+
+    @property
+    def cvat(self) -> CvatClient:
+        with self._lock:
+            if self._cvat is None:
+                from bridge.cvat.client import CvatClient
+
+                self._cvat = CvatClient.from_settings(self.settings)
+            return self._cvat
+
+    @property
+    def nuclio(self) -> NuclioClient:
+        with self._lock:
+            if self._nuclio is None:
+                from bridge.nuclio.client import NuclioClient
+
+                self._nuclio = NuclioClient.from_settings(self.settings)
+            return self._nuclio
+
+    def close(self) -> None:
+        for client in (self._cvat, self._nuclio):
+            if client is not None:
+                client.close()
+
+    # --- running --------------------------------------------------------------------------------
+    def context_for(self, job: Job, progress: Progress, cancel: threading.Event) -> StepContext:
+        trigger = Trigger.from_dict(job.trigger)
+        previous: dict[str, Any] = {"objects": list(job.objects or []), "notes": dict(job.notes or {})}
+        if self.store is not None:
+            previous["earlier_runs"] = self.store.previous_objects(
+                job.pipeline, flight_key(job.pipeline, trigger.resource, trigger.resource_id), before_id=job.id
+            )
+        return StepContext(
+            trigger=trigger,
+            params=parse_params(job.pipeline, job.params, self.settings.extra_pipelines),
+            settings=self.settings,
+            cvat=self.cvat,
+            nuclio=self.nuclio,
+            progress=progress,
+            job_id=job.id,
+            cancel_event=cancel,
+            log=logging.LoggerAdapter(logging.getLogger(f"bridge.pipelines.{job.pipeline}"), {"job_id": job.id}),
+            previous=previous,
+        )
+
+    def run_job(self, job: Job, progress: Progress, cancel: threading.Event) -> str:
+        """``JobRunner`` for the worker: one attempt of one job, bounded by AUTO_ANN_TIMEOUT."""
+        pipeline = load_pipeline(job.pipeline, self.settings.extra_pipelines)
+        ctx = self.context_for(job, progress, cancel)
+        timed_out = threading.Event()
+
+        def _expire() -> None:
+            timed_out.set()
+            cancel.set()
+
+        timer = threading.Timer(self.settings.auto_ann_timeout, _expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            result = pipeline.run(ctx)
+        except Cancelled as exc:
+            if timed_out.is_set():
+                raise PermanentError(
+                    f"timed out after AUTO_ANN_TIMEOUT={self.settings.auto_ann_timeout:g} s"
+                ) from exc
+            raise
+        finally:
+            timer.cancel()
+        if result.frames_failed:
+            errors = getattr(progress, "errors", {})
+            self.report(ctx.trigger, f"cvat-bridge {job.pipeline} (job #{job.id}): "
+                        f"{result.frames_failed} of {result.frames_total} frames failed: "
+                        + _frame_list(errors), frame=min(errors) if errors else None)
+        return result.summary
+
+    # --- reporting ------------------------------------------------------------------------------
+    def on_finish(self, job: Job, outcome: str, seconds: float, error: str | None) -> None:
+        if self.metrics is not None:
+            self.metrics.jobs_finished.labels(job.pipeline, outcome).inc()
+            self.metrics.job_seconds.labels(job.pipeline, outcome).observe(seconds)
+        if outcome == "failed" and error and self.settings.report_issues:
+            self.report(Trigger.from_dict(job.trigger), f"cvat-bridge {job.pipeline} (job #{job.id}) failed: {error}")
+
+    def report(self, trigger: Trigger, message: str, frame: int | None = None) -> None:
+        """Create a CVAT issue where annotators will see it (the triggering job, else the task's first job)."""
+        if not self.settings.report_issues:
+            return
+        try:
+            job_id = trigger.job_id
+            if job_id is None and trigger.task_id is not None:
+                task = self.cvat.get_task(trigger.task_id)
+                job_id = task.job_ids[0] if task.job_ids else None
+            if job_id is None:
+                return
+            if frame is None:
+                frame = self.cvat.get_job(job_id).start_frame
+            self.cvat.create_issue(job_id, frame, message[:4000])
+        except BridgeError as exc:
+            log.warning("could not create a CVAT issue (%s): %s", exc, message)
+
+
+def _frame_list(errors: dict[int, str], limit: int = 20) -> str:
+    items = [f"frame {f}: {reason}" for f, reason in sorted(errors.items())[:limit]]
+    more = len(errors) - limit
+    return "; ".join(items) + (f"; … and {more} more" if more > 0 else "")

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Deploy this repo's Nuclio functions to a local (Docker) Nuclio, on CVAT's network.
+#
+# Usage: deploy.sh [--gpu] [--dry-run] [FUNCTION...]
+#   FUNCTION   a directory next to this script (gridcorners, gridpose, coralseg, lama, sam2, ...);
+#              default: every directory holding a function.yaml
+#   --gpu      deploy function-gpu.yaml instead of function.yaml
+#   --dry-run  print the nuctl commands instead of running them
+#
+# Environment:
+#   NUCTL                      nuctl binary (default: nuctl)
+#   NUCLIO_PROJECT             Nuclio project (default: cvat; CVAT lists the functions of this project)
+#   NUCLIO_NETWORK             Docker network the functions join (default: cvat_cvat)
+#   CVAT_FUNCTIONS_REDIS_HOST  passed to every function, as CVAT's serverless/deploy_*.sh do
+#                              (default: cvat_redis_ondisk)
+#   CVAT_FUNCTIONS_REDIS_PORT  (default: 6666)
+#   WEIGHTS_URL_<NAME>         build-time weights URL for function directory <NAME> (upper case,
+#                              e.g. WEIGHTS_URL_GRIDCORNERS); overrides the WEIGHTS_URL build ARG
+#                              of its function.yaml
+#   WEIGHTS_URL                the same, when exactly one FUNCTION is named
+set -euo pipefail
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+NUCTL="${NUCTL:-nuctl}"
+PROJECT="${NUCLIO_PROJECT:-cvat}"
+NETWORK="${NUCLIO_NETWORK:-cvat_cvat}"
+REDIS_HOST="${CVAT_FUNCTIONS_REDIS_HOST:-cvat_redis_ondisk}"
+REDIS_PORT="${CVAT_FUNCTIONS_REDIS_PORT:-6666}"
+
+usage() {
+    sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+}
+
+die() {
+    echo "deploy.sh: $*" >&2
+    exit 2
+}
+
+run() {
+    if [[ "$DRY_RUN" == 1 ]]; then
+        printf '%q ' "$@"
+        printf '\n'
+    else
+        "$@"
+    fi
+}
+
+GPU=0
+DRY_RUN=0
+FUNCTIONS=()
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --gpu) GPU=1 ;;
+        --dry-run) DRY_RUN=1 ;;
+        -h|--help) usage; exit 0 ;;
+        -*) die "unknown option $1 (see --help)" ;;
+        *) FUNCTIONS+=("${1%/}") ;;
+    esac
+    shift
+done
+
+CONFIG_NAME="function.yaml"
+[[ "$GPU" == 1 ]] && CONFIG_NAME="function-gpu.yaml"
+
+if [[ ${#FUNCTIONS[@]} -eq 0 ]]; then
+    for dir in "$SCRIPT_DIR"/*/; do
+        [[ -f "$dir/function.yaml" ]] && FUNCTIONS+=("$(basename "$dir")")
+    done
+    [[ ${#FUNCTIONS[@]} -gt 0 ]] || die "no function directories found in $SCRIPT_DIR"
+fi
+
+for fn in "${FUNCTIONS[@]}"; do
+    [[ -f "$SCRIPT_DIR/$fn/$CONFIG_NAME" ]] || die "no $CONFIG_NAME for function '$fn' in $SCRIPT_DIR"
+done
+if [[ -n "${WEIGHTS_URL:-}" && ${#FUNCTIONS[@]} -ne 1 ]]; then
+    die "WEIGHTS_URL applies to one function; name it, or use WEIGHTS_URL_<NAME>"
+fi
+
+if [[ "$DRY_RUN" == 1 ]] || ! "$NUCTL" get project "$PROJECT" --platform local >/dev/null 2>&1; then
+    run "$NUCTL" create project "$PROJECT" --platform local
+fi
+
+TMP_DIR="$(mktemp -d)"
+trap 'rm -rf "$TMP_DIR"' EXIT
+
+for fn in "${FUNCTIONS[@]}"; do
+    root="$SCRIPT_DIR/$fn"
+    config="$root/$CONFIG_NAME"
+    var="WEIGHTS_URL_$(echo "$fn" | tr '[:lower:]-' '[:upper:]_')"
+    url="${!var:-${WEIGHTS_URL:-}}"
+    if [[ -n "$url" ]]; then
+        grep -q 'value: WEIGHTS_URL=' "$config" || die "$config has no WEIGHTS_URL build argument"
+        escaped="$(printf '%s' "$url" | sed 's/[\\|&]/\\&/g')"
+        sed "s|value: WEIGHTS_URL=.*|value: WEIGHTS_URL=${escaped}|" "$config" > "$TMP_DIR/$fn-$CONFIG_NAME"
+        config="$TMP_DIR/$fn-$CONFIG_NAME"
+    fi
+    echo "Deploying $fn ($CONFIG_NAME)..." >&2
+    run "$NUCTL" deploy --project-name "$PROJECT" --path "$root" --file "$config" --platform local \
+        --env "CVAT_FUNCTIONS_REDIS_HOST=$REDIS_HOST" \
+        --env "CVAT_FUNCTIONS_REDIS_PORT=$REDIS_PORT" \
+        --platform-config "{\"attributes\": {\"network\": \"$NETWORK\"}}"
+done
+
+run "$NUCTL" get function --platform local
