@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from bridge import __version__
+from bridge.setup.cli import add_arguments as add_setup_arguments
 
 
 def _settings(args: argparse.Namespace):
@@ -180,12 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(fn=cmd_check)
 
     st = sub.add_parser("setup", help="create/verify pipeline projects and webhooks in CVAT")
-    try:
-        from bridge.setup.cli import add_arguments
-    except ImportError:  # pragma: no cover - the setup room is part of the package
-        add_arguments = None
-    if add_arguments is not None:
-        add_arguments(st)
+    add_setup_arguments(st)
     st.set_defaults(fn=cmd_setup)
     return p
 

@@ -21,4 +21,4 @@ fi
 source scripts/ensure-postgres.sh
 
 export YOLO_OFFLINE=1
-exec .venv/bin/python -m pytest "$@"
+exec .venv/bin/python -m pytest -q "$@"

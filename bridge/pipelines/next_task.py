@@ -13,7 +13,15 @@ from pathlib import Path
 import numpy as np
 
 from bridge.cvat.types import LabelSpec, Shape, TaskInfo
-from bridge.errors import BadAnnotations, BridgeError, LabelMismatch, NotFound, PermanentError
+from bridge.errors import (
+    BadAnnotations,
+    BridgeError,
+    Cancelled,
+    LabelMismatch,
+    NotFound,
+    PermanentError,
+    TransientError,
+)
 from bridge.geometry.images import decode_image, encode_image
 from bridge.pipelines.base import PipelineResult, StepContext
 from bridge.pipelines.params import QuadratParams
@@ -107,8 +115,8 @@ def transform_frames(ctx: StepContext, task: TaskInfo, fn: FrameFn, out_dir: Pat
     stream = ctx.cvat.iter_frames(task.id, [f.frame for f in frames])
     for frame, result in map_frames(ctx, stream, work, concurrency=concurrency):
         if isinstance(result, BaseException):
-            if not isinstance(result, BridgeError):
-                raise result
+            if not isinstance(result, BridgeError) or isinstance(result, TransientError | Cancelled):
+                raise result  # a function or CVAT outage is not a bad frame: the whole job retries
             errors[frame] = error_text(result)
             ctx.progress.frame_error(frame, f"{names.get(frame, frame)}: {errors[frame]}")
         else:
@@ -138,7 +146,7 @@ def create_next_task(ctx: StepContext, *, source: TaskInfo, target_project: int,
             errors = outcome.errors
             if errors and not ctx.settings.partial_tasks:
                 listing = "; ".join(f"frame {f}: {r}" for f, r in sorted(errors.items())[:30])
-                raise PermanentError(f"{len(errors)} of {source.size} frames have bad annotations, no task created "
+                raise PermanentError(f"{len(errors)} of {source.size} frames could not be processed, no task created "
                                      f"(set BRIDGE_PARTIAL_TASKS=true to create it without them): {listing}")
             if not outcome.files:
                 raise PermanentError("no frame could be processed; no task created")

@@ -95,7 +95,7 @@ class NuclioEvent:
         if content_type.startswith("application/json") and body:
             try:
                 self.body = json.loads(body)
-            except json.JSONDecodeError:
+            except ValueError:  # JSONDecodeError and UnicodeDecodeError
                 self.body = body  # Nuclio hands undecodable JSON through as bytes
 
 
@@ -124,6 +124,7 @@ class LoadedFunction:
     def __init__(self, path: Path, env: dict[str, str] | None = None):
         self.path = Path(path).resolve()
         self.name = self.path.name
+        saved = {k: os.environ.get(k) for k in (env or {})}
         for k, v in (env or {}).items():
             os.environ[k] = str(v)
         before = set(sys.modules)
@@ -137,12 +138,18 @@ class LoadedFunction:
             if hasattr(self.module, "init_context"):
                 self.module.init_context(self.context)
         finally:
+            # The function read its env in init_context; put the test process's env back.
+            for k, old in saved.items():
+                if old is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = old
             sys.path.remove(str(self.path))
             # Drop the function's sibling modules from the import cache so another function's
             # ``model_handler`` (same module name) is not mistaken for this one's.
             for mod in set(sys.modules) - before:
                 file = getattr(sys.modules[mod], "__file__", None) or ""
-                if file.startswith(str(self.path)):
+                if file.startswith(str(self.path) + os.sep):
                     del sys.modules[mod]
 
     def call_raw(self, body: bytes, content_type: str = "application/json") -> tuple[int, str, bytes]:
@@ -161,9 +168,19 @@ def load_function(path: Path | str, env: dict[str, str] | None = None) -> Loaded
     return LoadedFunction(Path(path), env)
 
 
-def make_server(fn: LoadedFunction, host: str, port: int, max_workers: int = 1,
+def make_server(fn: LoadedFunction | dict[str, LoadedFunction], host: str, port: int, max_workers: int = 1,
                 worker_timeout: float = 10.0, max_body: int = 32 * 1024 * 1024) -> ThreadingHTTPServer:
-    slots = threading.BoundedSemaphore(max_workers)
+    """One function at ``/``, or several routed by their first path segment (``/<name>/``), each
+    with its own ``max_workers`` slots, like one Nuclio container per function."""
+    routes = fn if isinstance(fn, dict) else None
+    single = None if routes is not None else fn
+    slots = {name: threading.BoundedSemaphore(max_workers) for name in (routes or {"": None})}
+
+    def pick(path: str) -> tuple[LoadedFunction | None, threading.BoundedSemaphore | None]:
+        if routes is None:
+            return single, slots[""]
+        name = path.strip("/").split("/", 1)[0]
+        return routes.get(name), slots.get(name)
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -179,24 +196,32 @@ def make_server(fn: LoadedFunction, host: str, port: int, max_workers: int = 1,
             self.wfile.write(data)
 
         def do_GET(self) -> None:  # noqa: N802 - http.server naming
-            self._send(200, "application/json", json.dumps({"function": fn.name, "ready": True}).encode())
+            target, _ = pick(self.path)
+            if target is None:
+                self._send(404, "text/plain", b"no such function")
+                return
+            self._send(200, "application/json", json.dumps({"function": target.name, "ready": True}).encode())
 
         def do_POST(self) -> None:  # noqa: N802
             length = int(self.headers.get("Content-Length") or 0)
-            if length > max_body:
+            target, slot = pick(self.path)
+            if length > max_body or target is None or slot is None:
                 self.rfile.read(length)
-                self._send(413, "text/plain", b"request body too large")
+                if target is None:
+                    self._send(404, "text/plain", b"no such function")
+                else:
+                    self._send(413, "text/plain", b"request body too large")
                 return
             body = self.rfile.read(length)
-            if not slots.acquire(timeout=worker_timeout):
+            if not slot.acquire(timeout=worker_timeout):
                 self._send(503, "text/plain", b"no available worker")
                 return
             try:
-                status, ctype, data = fn.call_raw(body, self.headers.get("Content-Type") or "application/json")
+                status, ctype, data = target.call_raw(body, self.headers.get("Content-Type") or "application/json")
             except Exception as exc:  # noqa: BLE001 - Nuclio turns handler exceptions into 500
                 status, ctype, data = 500, "text/plain", f"handler raised: {exc!r}".encode()
             finally:
-                slots.release()
+                slot.release()
             self._send(status, ctype, data)
 
     server = ThreadingHTTPServer((host, port), Handler)
@@ -241,9 +266,10 @@ def serve_function(path: Path | str, env: dict[str, str] | None = None, max_work
 
 
 @contextlib.contextmanager
-def serve_in_thread(fn: LoadedFunction, max_workers: int = 1, worker_timeout: float = 10.0,
+def serve_in_thread(fn: LoadedFunction | dict[str, LoadedFunction], max_workers: int = 1, worker_timeout: float = 10.0,
                     max_body: int = 32 * 1024 * 1024) -> Iterator[str]:
-    """Serve an already loaded function from a thread of this process (cheaper than a subprocess)."""
+    """Serve already loaded function(s) from a thread of this process (cheaper than a subprocess).
+    With a dict, function ``name`` answers at ``<url>/name`` (use ``<url>/{name}`` as the URL template)."""
     port = free_port()
     server = make_server(fn, "127.0.0.1", port, max_workers, worker_timeout, max_body)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
