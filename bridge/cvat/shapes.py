@@ -12,12 +12,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-import cv2
 import numpy as np
 from cvat_sdk.masks import encode_mask
 
 from bridge.cvat.types import AttributeSpec, LabelSpec, Shape, Tag
 from bridge.errors import FunctionFailed
+from bridge.geometry.polygons import polygon_area, simplify_polygon
 
 SHAPE_TYPES = ("rectangle", "polygon", "polyline", "points", "ellipse", "cuboid", "mask", "skeleton")
 _FIXED_POINTS = {"rectangle": 4, "ellipse": 4, "cuboid": 16}
@@ -68,11 +68,6 @@ def _attr_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
-
-
-def _polygon_area(xy: np.ndarray) -> float:
-    x, y = xy[:, 0], xy[:, 1]
-    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
 
 
 class DetectorConverter:
@@ -275,10 +270,11 @@ class DetectorConverter:
         if len(xy) < minimum:
             raise _Skip(f"{kind} with {len(xy)} vertices (needs at least {minimum})")
         if kind == "polygon":
-            if _polygon_area(xy) <= 0:
+            flat = [float(v) for v in xy.ravel()]
+            if polygon_area(flat) <= 0:
                 raise _Skip("polygon with zero area")
-            if self.polygon_tolerance > 0:
-                xy = simplify_polygon(xy, self.polygon_tolerance)
+            simplified = simplify_polygon(flat, self.polygon_tolerance)
+            return simplified if polygon_area(simplified) > 0 else flat
         elif kind == "polyline" and np.all(xy == xy[0]):
             raise _Skip("polyline with zero length")
         return [float(v) for v in xy.ravel()]
@@ -386,14 +382,6 @@ def confidence_value(spec: AttributeSpec, confidence: float) -> str:
     low, high = _number_range(spec)
     percent = min(max(round(confidence * 100), low), high)
     return str(int(percent))
-
-
-def simplify_polygon(xy: np.ndarray, tolerance: float) -> np.ndarray:
-    """Douglas–Peucker (``cv2.approxPolyDP``); keeps the original when fewer than 3 vertices remain."""
-    approx = cv2.approxPolyDP(xy.astype(np.float32).reshape(-1, 1, 2), tolerance, True).reshape(-1, 2)
-    if len(approx) < 3 or _polygon_area(approx.astype(np.float64)) <= 0:
-        return xy
-    return approx.astype(np.float64)
 
 
 def raw_mask_to_rle(raw: list[Any], width: int, height: int) -> list[float]:

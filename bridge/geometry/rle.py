@@ -70,15 +70,26 @@ def mask_to_cvat_rle(mask: np.ndarray, bbox: Sequence[int] | None = None) -> lis
         left, top, right, bottom = tight
     else:
         left, top, right, bottom = _check_bbox(bbox, w, h, "bad_mask")
-    flat = m[top : bottom + 1, left : right + 1].ravel()
-    if not flat.any():
+    crop = m[top : bottom + 1, left : right + 1]
+    if not crop.any():
         raise GeometryError("empty_mask", "empty mask")
+    return crop_to_cvat_rle(crop, left, top)
+
+
+def crop_to_cvat_rle(crop: np.ndarray, left: int, top: int) -> list[int]:
+    """CVAT RLE of a whole 2-D crop placed at ``(left, top)``: run lengths starting with zeros,
+    then the inclusive ``[l, t, r, b]`` of the crop (empty pixels at its edges kept)."""
+    c = _as_bool(crop)
+    flat = c.ravel()
+    if flat.size == 0:
+        raise GeometryError("empty_mask", "cannot encode an empty mask crop")
     edges = np.flatnonzero(flat[1:] != flat[:-1]) + 1
     bounds = np.concatenate(([0], edges, [flat.size]))
-    runs = np.diff(bounds).tolist()
+    runs = [int(r) for r in np.diff(bounds)]
     if flat[0]:
         runs.insert(0, 0)
-    return runs + [left, top, right, bottom]
+    h, w = c.shape
+    return runs + [int(left), int(top), int(left) + w - 1, int(top) + h - 1]
 
 
 def cvat_rle_to_mask(points: Sequence[float], width: int, height: int) -> np.ndarray:

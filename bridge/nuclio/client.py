@@ -251,17 +251,18 @@ class NuclioClient:
         return parse_function_config(config, function)
 
     def ping(self, function: str) -> bool:
-        """Is the function reachable? Direct: any HTTP answer to a GET. Dashboard: it is known there."""
+        """Is the function reachable? Direct: any HTTP answer to a GET but 404 (an ingress or gateway
+        in front of the functions answers 404 for one that is not deployed). Dashboard: it is known there."""
         if self.invoke_method == "dashboard":
             return self.function_info(function, refresh=True) is not None
         try:
-            self._http.get(self.url_for(function), timeout=INFO_TIMEOUT)
+            resp = self._http.get(self.url_for(function), timeout=INFO_TIMEOUT)
         except (httpx.ReadTimeout, httpx.PoolTimeout):
             return True  # connected: the function is there, only busy (a GET waits for a worker)
         except httpx.HTTPError as exc:
             log.info("function %s not reachable at %s: %s", function, self.url_for(function), exc)
             return False
-        return True
+        return resp.status_code != 404
 
     def diagnose(self, function: str) -> list[str]:
         """Problems that will make calls to ``function`` fail or misbehave; empty when all is well.

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from bridge.errors import FunctionFailed
+from bridge.geometry.rle import crop_to_cvat_rle
 
 # Detector item keys whose values are flat [x0, y0, x1, y1, ...] coordinate lists.
 _POINT_KEYS = ("points",)
@@ -132,16 +133,7 @@ def decode_rle(points: Sequence[float]) -> tuple[np.ndarray, tuple[int, int, int
 
 def encode_rle(crop: np.ndarray, left: int, top: int) -> list[int]:
     """Bool/0-1 crop placed at ``(left, top)`` → CVAT RLE + inclusive ``[l, t, r, b]``."""
-    flat = np.asarray(crop, dtype=bool).ravel()
-    if flat.size == 0:
-        raise ValueError("cannot encode an empty mask crop")
-    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    bounds = np.concatenate(([0], change, [flat.size]))
-    runs = np.diff(bounds).tolist()
-    if flat[0]:
-        runs.insert(0, 0)
-    h, w = crop.shape
-    return [int(r) for r in runs] + [left, top, left + w - 1, top + h - 1]
+    return crop_to_cvat_rle(np.asarray(crop, dtype=bool), left, top)
 
 
 def scale_rle(points: Sequence[float], scale: Scale) -> list[int]:

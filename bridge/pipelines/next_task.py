@@ -193,5 +193,44 @@ def _tmp_root(ctx: StepContext) -> str:
     return str(root)
 
 
-def quadrat_params(ctx: StepContext) -> QuadratParams:
-    return ctx.params  # type: ignore[return-value]
+@dataclass(frozen=True)
+class Source:
+    """The completed task a stage reads, its skeleton label, and the stage's parameters."""
+
+    task: TaskInfo
+    skeleton: LabelSpec
+    params: QuadratParams
+
+
+def prepare_source(ctx: StepContext, pipeline: str, skeleton: str, sublabels: int) -> Source:
+    """Fail fast, before any frame is read: a task event, a usable target project, the source's skeleton."""
+    p: QuadratParams = ctx.params  # type: ignore[assignment]
+    task_id = ctx.trigger.task_id or ctx.trigger.resource_id
+    if task_id is None:
+        raise PermanentError(f"{pipeline} needs a task event")
+    task = ctx.cvat.get_task(task_id)
+    if task.project_id == p.target_proj_id:
+        raise PermanentError(f"target_proj_id {p.target_proj_id} is the source task's own project; "
+                             "point it at the next stage's project")
+    check_target(ctx, p.target_proj_id, p.then_detect)
+    label = skeleton_label(ctx.cvat.get_labels(task_id=task_id), skeleton, sublabels, f"task {task_id}")
+    return Source(task, label, p)
+
+
+def run_stage(ctx: StepContext, src: Source, stage: str, fn: FrameFn, *, concurrency: int) -> PipelineResult:
+    """Transform every frame of ``src`` with ``fn`` into the next stage's task (found or created)."""
+
+    def produce(out_dir: Path) -> Outcome:
+        return transform_frames(ctx, src.task, fn, out_dir, concurrency=concurrency)
+
+    return create_next_task(ctx, source=src.task, target_project=src.params.target_proj_id, stage=stage,
+                            produce=produce, then_detect=src.params.then_detect,
+                            conv_mask_to_poly=src.params.conv_mask_to_poly)
+
+
+class TaskStagePipeline:
+    """A task-completion pipeline: subclasses set ``name`` and implement ``run``."""
+
+    name = ""
+    trigger = "task_completed"
+    params_model = QuadratParams

@@ -156,3 +156,35 @@ def test_missing_target_labels_fail_fast(stack):
     assert job["status"] == "failed" and f"target project {empty} has no labels" in job["error"]
     assert job["attempts"] == 1  # a permanent error is not retried
     assert cvat.tasks(empty) == []
+
+
+def test_remove_grid_falls_back_to_telea_without_lama(tmp_path):
+    functions = {"grid-detector": e2e_function("grid_detector")}
+    with running_stack(tmp_path, functions, inpaint_function="pth-lama") as stack:
+        cvat = stack.cvat
+        p2 = cvat.create_project("grid", label_export("grid_annotation_example"))
+        p3 = cvat.create_project("corals", CORAL_LABELS)
+        stack.hook(p2, "/detect-model-webhook", ["update:job"], model_name="grid-detector")
+        stack.hook(p2, "/webhooks/remove-grid", ["update:task"], target_proj_id=p3, line_width=3)
+        # a warped quadrat with dark grid lines on a textured background
+        img = np.full((150, 150, 3), 160, np.uint8)
+        img[::7, :] = 180
+        for k in range(11):
+            v = round(k * 149 / 10)
+            img[:, max(0, v - 1):v + 2] = 0
+            img[max(0, v - 1):v + 2, :] = 0
+        ok, png = cv2.imencode(".png", img)
+        task = cvat.create_task(p2, "warped", [("w.png", png.tobytes())])
+        cvat.set_job_state(cvat.job_ids(task)[0], "in progress")
+        stack.settle(expect=1)
+        cvat.complete_task(task)
+        jobs = stack.settle(expect=2)
+        removal = next(j for j in jobs if j["pipeline"] == "remove_grid")
+        assert removal["status"] == "succeeded", removal
+        assert stack.job(removal["id"])["notes"]["inpainter"] == "opencv-telea"
+        (clean,) = cvat.tasks(p3)
+        out = cv2.imdecode(np.frombuffer(cvat.frame_bytes(clean["id"], 0), np.uint8), cv2.IMREAD_GRAYSCALE)
+        lines = img[:, :, 0] == 0
+        before = np.abs(img[:, :, 0].astype(int) - 160)[lines].mean()
+        after = np.abs(out.astype(int) - 160)[lines].mean()
+        assert after < before / 4, (before, after)  # the dark lines are gone
