@@ -250,6 +250,17 @@ class NuclioClient:
             return None
         return parse_function_config(config, function)
 
+    def dashboard_functions(self) -> list[str] | None:
+        """Names of the functions the Nuclio dashboard lists for this project, None when it does not answer."""
+        try:
+            resp = self._http.get(f"{self.dashboard_url}/api/functions", headers=self._dashboard_headers(),
+                                  timeout=INFO_TIMEOUT)
+            body = resp.json() if resp.status_code == 200 else None
+        except (httpx.HTTPError, ValueError) as exc:
+            log.info("Nuclio dashboard not reachable at %s: %s", self.dashboard_url, exc.__class__.__name__)
+            return None
+        return sorted(body) if isinstance(body, dict) else None
+
     def ping(self, function: str) -> bool:
         """Is the function reachable? Direct: any HTTP answer to a GET but 404 (an ingress or gateway
         in front of the functions answers 404 for one that is not deployed). Dashboard: it is known there."""

@@ -43,7 +43,9 @@ def serve_dashboard(configs: dict[str, dict], routes: dict[str, str]) -> Iterato
 
         def do_GET(self):  # noqa: N802
             name = self.path.removeprefix("/api/functions/")
-            if self.path.startswith("/api/functions/") and name in state.configs:
+            if self.path == "/api/functions":
+                self._send(200, json.dumps(state.configs).encode())
+            elif self.path.startswith("/api/functions/") and name in state.configs:
                 self._send(200, json.dumps(state.configs[name]).encode())
             else:
                 self._send(404, b'{"error": "function not found"}')

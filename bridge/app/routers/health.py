@@ -43,8 +43,15 @@ class ComponentChecks:
 
     def nuclio(self, functions: list[str]) -> dict[str, Any]:
         def check() -> dict[str, Any]:
-            reach = {name: self.runtime.nuclio.ping(name) for name in functions}
-            return {"functions": reach, "all_reachable": all(reach.values()) if reach else None}
+            nuclio = self.runtime.nuclio
+            reach = {name: nuclio.ping(name) for name in functions}
+            listed = nuclio.dashboard_functions()
+            out: dict[str, Any] = {"dashboard": {"url": nuclio.dashboard_url, "reachable": listed is not None,
+                                                 "functions": listed},
+                                   "functions": reach, "all_reachable": all(reach.values()) if reach else None}
+            # Direct invocation needs only the functions; with none in use yet, the dashboard must answer.
+            out["ok"] = all(reach.values()) if reach else listed is not None
+            return out
 
         return self._cached("nuclio:" + ",".join(functions), check)
 
