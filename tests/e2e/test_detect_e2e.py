@@ -131,3 +131,18 @@ def test_replayed_deliveries_make_one_job(stack):
     accepted = [json.loads(d["response"]) for d in cvat.deliveries if d["status_code"] == 202]
     assert len(accepted) == 3 and {a["job_id"] for a in accepted} == {runs[0]["id"]}
     assert len(cvat.shapes(job_id=jobs[1])) == 3  # 1 blob → mask + box, the skeleton; ghost dropped
+
+
+def test_shuffled_deliveries_and_updated_date_only_updates_trigger_nothing_extra(stack):
+    cvat = stack.cvat
+    project, task, jobs = _start(stack)
+    cvat.shuffle_deliveries = True
+    for job_id in jobs:
+        cvat.set_job_state(job_id, "in progress")
+    runs = stack.settle(expect=2)
+    assert sorted(j["status"] for j in runs) == ["succeeded", "succeeded"]
+    # every annotation write made CVAT send an `updated_date`-only job update: each was ignored
+    ignored = [json.loads(d["response"]) for d in cvat.deliveries if d["status_code"] == 200]
+    assert ignored and all(r["status"] == "ignored" for r in ignored)
+    assert any("updated_date" in r["reason"] for r in ignored)
+    assert len(stack.jobs()) == 2
