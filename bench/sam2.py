@@ -9,6 +9,8 @@ Random weights (no ``--checkpoint``) are fine for timing: the network's cost doe
 1. First click on a new image (cache miss: decode + encode + decode mask) vs a second click on the
    same image (cache hit: prompt encoder + mask decoder only). Goal: second/first <= 0.15.
 2. K box prompts on one image (embedding cached): one batch request vs K one-prompt requests.
+3. With ``--pipeline``: K rectangles through the ``sam2_refine`` pipeline (``refine_job`` against the
+   CVAT test double, the function served over loopback HTTP): batched calls vs one call per prompt.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--prompts", type=int, default=16, help="K box prompts for the batch comparison")
     ap.add_argument("--repeats", type=int, default=3, help="images (first/second click) and batch rounds")
     ap.add_argument("--json", type=Path, help="also write the numbers here")
+    ap.add_argument("--pipeline", action="store_true", help="also time refine_job, batched vs per prompt")
     args = ap.parse_args(argv)
     width, height = (int(v) for v in args.size.lower().split("x"))
 
@@ -130,11 +133,70 @@ def main(argv: list[str] | None = None) -> None:
         (f"{k} boxes, {k} one-prompt requests", f"{p:9.1f} ms", f"{res['per_prompt_prompts_per_s']:8.1f} prompts/s"),
         ("  ratio batch / per-prompt time", f"{b / p:9.3f}", f"speed-up x{p / b:.2f}"),
     ]
+    if args.pipeline:
+        pb, pp = _pipeline_bench(service, base64.b64decode(image), boxes, args.repeats)
+        res.update(pipeline_batch_prompts_per_s=round(k / pb, 1), pipeline_per_prompt_prompts_per_s=round(k / pp, 1))
+        rows.append((f"refine_job, {k} rectangles, batched", f"{pb * 1000:9.1f} ms",
+                     f"{k / pb:8.1f} prompts/s (one call per prompt: {k / pp:.1f}/s, x{pp / pb:.2f})"))
     for name, value, note in rows:
         print(f"  {name:<40} {value:>14}   {note}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(res, indent=2))
+
+
+def _pipeline_bench(service: object, image: bytes, boxes: list[list[float]], repeats: int) -> tuple[float, float]:
+    """Median seconds of ``refine_job`` over one frame with ``boxes`` drawn as rectangles: batched
+    (the pipeline's default) and with one prompt per function call."""
+    repo = FUNCTION_DIR.parents[1]
+    if str(repo) not in sys.path:
+        sys.path.append(str(repo))
+    from protocol import parse_batch
+
+    from bridge.app.settings import Settings
+    from bridge.cvat.client import CvatClient
+    from bridge.cvat.types import Shape
+    from bridge.nuclio.client import NuclioClient
+    from bridge.pipelines import sam2_refine
+    from bridge.pipelines.base import MemoryProgress, StepContext, Trigger
+    from bridge.pipelines.params import Sam2RefineParams
+    from tests.doubles.cvat_double import CvatDouble
+    from tests.doubles.function_server import free_port, serve_in_thread
+
+    class Served:  # the batch protocol of the already built service, for the loopback server
+        name = "sam2"
+
+        def call_raw(self, body: bytes, content_type: str = "application/json") -> tuple[int, str, bytes]:
+            answer = service.batch(parse_batch(json.loads(body), 10**6))  # type: ignore[attr-defined]
+            return 200, "application/json", json.dumps(answer).encode()
+
+    times: dict[int, list[float]] = {sam2_refine.MAX_PROMPTS_PER_CALL: [], 1: []}
+    with CvatDouble() as cvat, serve_in_thread(Served(), max_workers=2) as url:  # type: ignore[arg-type]
+        client = CvatClient(cvat.url, access_token="test-token", timeout=60, retries=0)
+        nuclio = NuclioClient(function_url=url, dashboard_url=f"http://127.0.0.1:{free_port()}", timeout=600)
+        project = cvat.create_project("bench", [{"name": "object"}])
+        label = cvat.label_id(project, "object")
+        settings = Settings(_env_file=None, cvat_url=cvat.url, cvat_access_token="test-token", allow_unsigned=True)
+        original = sam2_refine.MAX_PROMPTS_PER_CALL
+        try:
+            for r in range(repeats):
+                for per_call in times:
+                    task = cvat.create_task(project, f"t{r}-{per_call}", [("frame.jpg", image)])
+                    (job,) = cvat.job_ids(task)
+                    client.create_shapes(job, [Shape("rectangle", label, 0, [float(v) for v in b], source="manual")
+                                               for b in boxes])
+                    ctx = StepContext(trigger=Trigger("job_in_progress", "job", job, project, task, job),
+                                      params=Sam2RefineParams(), settings=settings, cvat=client, nuclio=nuclio,
+                                      progress=MemoryProgress())
+                    sam2_refine.MAX_PROMPTS_PER_CALL = per_call
+                    t0 = time.perf_counter()
+                    sam2_refine.refine_job(ctx, job, "sam2", conv_mask_to_poly=True, keep_prompts=False)
+                    times[per_call].append(time.perf_counter() - t0)
+        finally:
+            sam2_refine.MAX_PROMPTS_PER_CALL = original
+            client.close()
+            nuclio.close()
+    return statistics.median(times[original]), statistics.median(times[1])
 
 
 if __name__ == "__main__":

@@ -133,9 +133,10 @@ class DetectPipeline:
         if p.refine:
             from bridge.pipelines.sam2_refine import refine_job
 
+            # this attempt's detections, plus those a crashed earlier attempt checkpointed
+            detections = set(result.created.get("shapes", [])) | attempt_shape_ids(ctx)
             refined = refine_job(ctx, job_id, p.sam2_function or ctx.settings.sam2_function,
-                                 only_ids=set(result.created.get("shapes", [])), conv_mask_to_poly=True,
-                                 keep_prompts=False)
+                                 only_ids=detections, conv_mask_to_poly=True, keep_prompts=False)
             result.summary += f"; SAM 2 refine: {refined.summary}"
             result.frames_failed += refined.frames_failed
         return result

@@ -302,7 +302,7 @@ def refine_job(ctx: StepContext, job_id: int, function: str, *, only_ids: set[in
     prompts: dict[int, list[Prompt]] = {}
     skipped: list[str] = []
     for sid, s in sorted(current.items()):
-        if (sid in ours or sid in writer.refined or s.type not in allowed or s.outside
+        if ((sid in ours and s.source == SOURCE) or sid in writer.refined or s.type not in allowed or s.outside
                 or s.label_id not in selected or s.frame not in frames
                 or (only_ids is not None and sid not in only_ids)):
             continue
