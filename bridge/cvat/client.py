@@ -16,9 +16,11 @@ import tempfile
 import threading
 import time
 import zipfile
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from cvat_sdk import Client
 from cvat_sdk.core.uploading import DataUploader
@@ -46,6 +48,7 @@ log = logging.getLogger(__name__)
 JOB_STATES = ("new", "in progress", "completed", "rejected")
 _PAGE_SIZE = 500
 _COPY_BUFFER = 1024 * 1024
+CHUNK_THREADS = 4  # chunk downloads in flight for the whole client (CVAT serves ~2 at once)
 
 
 class CvatClient:
@@ -87,6 +90,7 @@ class CvatClient:
         self._lock = threading.Lock()
         self._clients: list[Client] = []
         self._closed = False
+        self._chunks: ThreadPoolExecutor | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CvatClient:
@@ -112,6 +116,13 @@ class CvatClient:
                 self._clients.append(client)
             self._local.client = client
         return client
+
+    def _chunk_pool(self) -> ThreadPoolExecutor:
+        """Long-lived threads for chunk prefetch (each keeps its SDK client: no login per job)."""
+        with self._lock:
+            if self._chunks is None:
+                self._chunks = ThreadPoolExecutor(max_workers=CHUNK_THREADS, thread_name_prefix="cvat-chunks")
+            return self._chunks
 
     def _json(self, what: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run one SDK endpoint without model parsing and decode its JSON body."""
@@ -160,6 +171,9 @@ class CvatClient:
         with self._lock:
             clients, self._clients = self._clients, []
             self._closed = True
+            pool, self._chunks = self._chunks, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
         for client in clients:
             try:
                 client.close()
@@ -364,11 +378,13 @@ class CvatClient:
         size = int(meta.get("size") or len(meta.get("frames") or []))
         return _frames(meta, list(range(size)), f"task {task_id}")
 
-    def iter_frames(self, task_id: int, frames: Sequence[int]) -> Iterator[tuple[int, bytes]]:
+    def iter_frames(self, task_id: int, frames: Sequence[int], *, prefetch: int = 2) -> Iterator[tuple[int, bytes]]:
         """Yield ``(frame, original encoded bytes)`` in ascending frame order (duplicates once).
 
-        Each needed original-quality chunk (a zip of the uploaded files) is downloaded once, to
-        a temporary file, and its members are read one at a time, so memory holds one frame.
+        Each needed original-quality chunk (a zip of the uploaded files) is downloaded once, to a
+        temporary file, and its members are read one at a time, so memory holds one frame. Up to
+        ``prefetch`` following chunks download in the background meanwhile (CVAT builds a chunk on
+        its first read, ~1 s; without this the consumers would idle through every build).
         """
         wanted = sorted({int(f) for f in frames})
         if not wanted:
@@ -391,21 +407,35 @@ class CvatClient:
         if bad:
             raise ValueError(f"frames {bad[:10]} are outside task {task_id} (0..{size - 1})")
 
-        index = 0
-        while index < len(wanted):
-            chunk = wanted[index] // chunk_size
-            run = []
-            while index < len(wanted) and wanted[index] // chunk_size == chunk:
-                run.append(wanted[index])
-                index += 1
-            yield from self._frames_from_chunk(task_id, chunk, chunk_size, run)
+        runs: list[tuple[int, list[int]]] = []
+        for frame in wanted:
+            chunk = frame // chunk_size
+            if runs and runs[-1][0] == chunk:
+                runs[-1][1].append(frame)
+            else:
+                runs.append((chunk, [frame]))
+        ahead = max(0, int(prefetch))
+        pool = self._chunk_pool()
+        pending: deque[Future[IO[bytes]]] = deque()
+        try:
+            for i, (chunk, run) in enumerate(runs):
+                # keep the current chunk and up to ``ahead`` next ones downloading
+                while len(pending) < min(ahead, len(runs) - i - 1) + 1:
+                    nxt = runs[i + len(pending)][0]
+                    pending.append(pool.submit(self._download_chunk, task_id, nxt))
+                with pending.popleft().result() as tmp:
+                    yield from self._read_chunk(tmp, task_id, chunk, chunk_size, run)
+        finally:
+            for fut in pending:
+                if not fut.cancel():
+                    fut.add_done_callback(_close_download)
 
-    def _frames_from_chunk(
-        self, task_id: int, chunk: int, chunk_size: int, run: list[int]
-    ) -> Iterator[tuple[int, bytes]]:
+    def _download_chunk(self, task_id: int, chunk: int) -> IO[bytes]:
+        """The original chunk ``chunk`` of ``task_id`` in a temporary file (deleted when closed)."""
         what = f"downloading original chunk {chunk} of task {task_id}"
         api = self._sdk().api_client
-        with tempfile.TemporaryFile(dir=self._tmp_dir(), prefix=f"chunk-{task_id}-{chunk}-") as tmp:
+        tmp = tempfile.TemporaryFile(dir=self._tmp_dir(), prefix=f"chunk-{task_id}-{chunk}-")
+        try:
             with map_errors(what):
                 _, response = api.tasks_api.retrieve_data(
                     task_id, type="chunk", number=chunk, quality="original", _parse_response=False
@@ -414,20 +444,28 @@ class CvatClient:
                     shutil.copyfileobj(response, tmp, _COPY_BUFFER)
                 finally:
                     response.release_conn()
-            tmp.seek(0)
-            try:
-                archive = zipfile.ZipFile(tmp)
-            except zipfile.BadZipFile as exc:
-                raise CvatRejected(f"{what}: the chunk is not a zip archive") from exc
-            with archive:
-                members = [m for m in archive.infolist() if not m.is_dir()]
-                for frame in run:
-                    position = frame - chunk * chunk_size
-                    if position >= len(members):
-                        raise CvatRejected(
-                            f"{what}: frame {frame} missing (the chunk holds {len(members)} files)"
-                        )
-                    yield frame, archive.read(members[position])
+        except BaseException:
+            tmp.close()
+            raise
+        tmp.seek(0)
+        return tmp
+
+    @staticmethod
+    def _read_chunk(
+        tmp: IO[bytes], task_id: int, chunk: int, chunk_size: int, run: list[int]
+    ) -> Iterator[tuple[int, bytes]]:
+        what = f"reading original chunk {chunk} of task {task_id}"
+        try:
+            archive = zipfile.ZipFile(tmp)
+        except zipfile.BadZipFile as exc:
+            raise CvatRejected(f"{what}: the chunk is not a zip archive") from exc
+        with archive:
+            members = [m for m in archive.infolist() if not m.is_dir()]
+            for frame in run:
+                position = frame - chunk * chunk_size
+                if position >= len(members):
+                    raise CvatRejected(f"{what}: frame {frame} missing (the chunk holds {len(members)} files)")
+                yield frame, archive.read(members[position])
 
     def _tmp_dir(self) -> str | None:
         if self.cache_dir is None:
@@ -592,3 +630,9 @@ def _batches(shapes: list[Shape], tags: list[Tag], batch_size: int) -> Iterator[
         yield "shapes", batch
     for start in range(0, len(tags), batch_size):
         yield "tags", tags[start : start + batch_size]
+
+
+def _close_download(fut: Future[IO[bytes]]) -> None:
+    """Delete the temp file of a prefetched chunk nobody will read (the generator was closed)."""
+    if not fut.cancelled() and fut.exception() is None:
+        fut.result().close()

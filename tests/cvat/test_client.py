@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -318,8 +319,25 @@ def test_chunk_files_go_to_the_cache_dir_and_are_removed(cvat, project, tmp_path
         assert next(frames) == (0, images[0][1])
         frames.close()  # stopping early closes the chunk file
         assert [f for f, _ in c.iter_frames(task_id, [0, 1, 2])] == [0, 1, 2]
-    assert made == [str(tmp_path / "chunks")] * 3  # one file per chunk download
+    # one file per chunk download: chunk 1 was already prefetched when the first read stopped early
+    assert made == [str(tmp_path / "chunks")] * 4
     assert list((tmp_path / "chunks").iterdir()) == []
+
+
+def test_next_chunks_download_while_the_current_one_is_read(cvat, project):
+    task_id, images = seed_task(cvat, project, "prefetch", n=6, chunk_size=2)
+    with CvatClient(cvat.url, access_token=TOKEN) as c:
+        frames = c.iter_frames(task_id, range(6), prefetch=2)
+        assert next(frames) == (0, images[0][1])
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            chunk_reads = [p for m, p in cvat.requests if f"/tasks/{task_id}/data?" in p and "chunk" in p]
+            if len(chunk_reads) >= 3:
+                break
+            time.sleep(0.01)
+        assert len(chunk_reads) == 3  # chunk 0 being read, chunks 1 and 2 fetched ahead, not more
+        assert [f for f, _ in frames] == [1, 2, 3, 4, 5]
+        assert [d for f, d in c.iter_frames(task_id, [5, 1], prefetch=0)] == [images[1][1], images[5][1]]
 
 
 def test_frame_metadata_pairing_skips_deleted_frames():
