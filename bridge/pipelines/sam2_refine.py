@@ -15,6 +15,7 @@ checkpointed (``sam2_frames_done``) and never prompts twice with a prompt it alr
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,20 +72,21 @@ class RefineWriter(ShapeWriter):
         super().__init__(ctx, job_id, batch_size=batch_size, done_key=DONE_KEY)
         self.refined: set[int] = {int(i) for i in ctx.previous.get("notes", {}).get(REFINED_KEY, [])}
         self._pending: dict[int, list[int]] = {}
+        self._pending_lock = threading.Lock()
 
     def add_frame(self, frame: int, outcome: FrameOutcome) -> None:
-        with self._lock:
+        with self._pending_lock:
             self._pending[frame] = list(outcome.refined)
         self.add(frame, outcome.shapes)
 
-    def flush(self) -> None:
-        super().flush()
-        with self._lock:
-            done = [f for f in self._pending if f in self.frames_done]
+    def written_frames(self, frames: set[int]) -> None:
+        with self._pending_lock:
+            done = [f for f in frames if f in self._pending]
             for frame in done:
                 self.refined.update(self._pending.pop(frame))
+            snapshot = sorted(self.refined)
         if done:
-            self.ctx.progress.note(REFINED_KEY, sorted(self.refined))
+            self.ctx.progress.note(REFINED_KEY, snapshot)
 
 
 # --- prompts ---------------------------------------------------------------------------------------

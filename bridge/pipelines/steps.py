@@ -59,39 +59,73 @@ def _drain(pending: dict[Future, int], *, block: bool) -> Iterator[tuple[int, An
 
 
 class ShapeWriter:
-    """Buffers shapes and writes them in batches (CVAT charges ~80 ms per write call).
+    """Buffers shapes and writes them in batches (CVAT charges ~80 ms per write call) from one
+    background thread, so writing overlaps the model calls instead of stalling the frame stream.
 
-    Every written id is recorded on the job (``progress.created("shape", id)``) right after the
-    write returns, and the frames whose shapes are all written are checkpointed in the job notes
-    (``frames_done``), so a retried attempt resumes instead of writing twice.
+    A batch goes out when ``batch_size`` objects are buffered, or ``early`` when no write is in
+    flight (so the last write after the final frame stays small). Writes keep their order. Every
+    written id is recorded on the job (``progress.created("shape", id)``) right after the write
+    returns, and the frames whose shapes are all written are checkpointed in the job notes
+    (``done_key``), so a retried attempt resumes instead of writing twice. ``flush()`` writes the
+    rest, waits, and raises the first write error.
     """
 
-    def __init__(self, ctx: StepContext, job_id: int, *, batch_size: int, done_key: str = "frames_done"):
+    def __init__(self, ctx: StepContext, job_id: int, *, batch_size: int, done_key: str = "frames_done",
+                 early: int = 250):
         self.ctx = ctx
         self.job_id = job_id
         self.batch_size = batch_size
+        self.early = max(1, min(early, batch_size))
         self.done_key = done_key
         self.frames_done: set[int] = set(ctx.previous.get("notes", {}).get(done_key, []))
         self._shapes: list[Shape] = []
         self._tags: list[Tag] = []
         self._frames: set[int] = set()
         self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._writes: list[Future] = []
         self.written = 0
         self.ids: list[int] = []
 
     def add(self, frame: int, shapes: Sequence[Shape], tags: Sequence[Tag] = ()) -> None:
+        self._raise_failed()
         with self._lock:
             self._shapes.extend(shapes)
             self._tags.extend(tags)
             self._frames.add(frame)
-            full = len(self._shapes) + len(self._tags) >= self.batch_size
-        if full:
-            self.flush()
+            n = len(self._shapes) + len(self._tags)
+            idle = not self._writes or self._writes[-1].done()
+        if n >= self.batch_size or (n >= self.early and idle):
+            self._submit()
 
     def flush(self) -> None:
+        """Write what is buffered and wait for every write; raises the first write error."""
+        self._submit()
+        try:
+            for fut in list(self._writes):
+                fut.result()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
+            self._writes = [f for f in self._writes if not f.done() or f.exception() is not None]
+
+    def _submit(self) -> None:
         with self._lock:
             shapes, tags, frames = self._shapes, self._tags, self._frames
             self._shapes, self._tags, self._frames = [], [], set()
+            if not (shapes or tags or frames):
+                return
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shape-writer")
+            self._writes.append(self._pool.submit(self._write, shapes, tags, frames))
+
+    def _raise_failed(self) -> None:
+        for fut in self._writes:
+            if fut.done() and fut.exception() is not None:
+                raise fut.exception()  # type: ignore[misc]
+
+    def _write(self, shapes: list[Shape], tags: list[Tag], frames: set[int]) -> None:
         if shapes or tags:
             ids = self.ctx.cvat.create_shapes(self.job_id, shapes, tags, batch_size=self.batch_size)
             for object_id in ids:
@@ -101,6 +135,10 @@ class ShapeWriter:
         if frames:
             self.frames_done |= frames
             self.ctx.progress.note(self.done_key, sorted(self.frames_done))
+            self.written_frames(frames)
+
+    def written_frames(self, frames: set[int]) -> None:
+        """Hook: ``frames`` are written and checkpointed (runs on the writer thread)."""
 
 
 def earlier_shape_ids(ctx: StepContext, *, match: Callable[[dict[str, Any]], bool]) -> set[int]:

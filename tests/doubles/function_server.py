@@ -184,6 +184,7 @@ def make_server(fn: LoadedFunction | dict[str, LoadedFunction], host: str, port:
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body go in two writes: no 40 ms delayed-ACK stall
 
         def log_message(self, fmt: str, *args: Any) -> None:  # quiet
             return
