@@ -2,7 +2,8 @@
 
 One command: ``python bench/ingest.py`` (options: --rate, --seconds, --backends sqlite,postgresql).
 Starts the real ``bridge serve`` (API only, so the ack path is measured) in a subprocess per job-store
-backend and sends real, signed CVAT 2.73 bodies open-loop at a fixed rate: a mix of triggering
+backend and sends real, signed CVAT 2.73 bodies open-loop at a fixed rate over 64 keep-alive connections
+(latency counted from each request's due time): a mix of triggering
 transitions (each unique: a new job per event), retried duplicates of them, and ``updated_date``-only
 noise. Lost = triggering events that got no stored job. Prints both backends side by side.
 """
@@ -66,27 +67,55 @@ def _bodies(n: int) -> list[tuple[str, bytes, str]]:
 Result = tuple[str, int, float, int | None]
 
 
-async def _burst(url: str, bodies: list[tuple[str, bytes, str]], rate: float) -> list[Result]:
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+async def _burst(url: str, bodies: list[tuple[str, bytes, str]], rate: float, conns: int = 64) -> list[Result]:
+    """Open-loop sender: request ``i`` is due at ``t0 + i / rate`` and its latency counts from then
+    (a request queued behind busy connections is charged its wait: no coordinated omission).
+
+    A minimal HTTP/1.1 keep-alive client on asyncio streams, so the load generator's own CPU (it
+    shares this machine with the server) stays small; signatures are computed before the clock starts.
+    """
+    host, port = url.removeprefix("http://").split(":")
+    requests = []
+    for kind, body, path in bodies:
+        head = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+                f"X-Signature-256: {sign(SECRET.encode(), body)}\r\nContent-Length: {len(body)}\r\n\r\n")
+        requests.append((kind, head.encode() + body))
+    queue: asyncio.Queue[tuple[str, bytes, float] | None] = asyncio.Queue()
     results: list[Result] = []
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=10.0) as client:
-        t0 = time.perf_counter()
 
-        async def one(i: int, kind: str, body: bytes, path: str) -> None:
-            delay = t0 + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            start = time.perf_counter()
-            try:
-                r = await client.post(path, content=body, headers={
-                    "X-Signature-256": sign(SECRET.encode(), body), "Content-Type": "application/json"})
-                code = r.status_code
-                job = r.json().get("job_id") if code == 202 else None
-            except httpx.HTTPError:
-                code, job = 0, None
-            results.append((kind, code, time.perf_counter() - start, job))
+    async def connection() -> None:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            while (item := await queue.get()) is not None:
+                kind, raw, due = item
+                try:
+                    writer.write(raw)
+                    await writer.drain()
+                    code = int((await reader.readline()).split()[1])
+                    length = 0
+                    while (line := await reader.readline()) not in (b"\r\n", b""):
+                        name, _, value = line.partition(b":")
+                        if name.strip().lower() == b"content-length":
+                            length = int(value)
+                    data = await reader.readexactly(length)
+                    job = json.loads(data).get("job_id") if code == 202 else None
+                except (OSError, ValueError, IndexError, asyncio.IncompleteReadError):
+                    code, job = 0, None
+                results.append((kind, code, time.perf_counter() - due, job))
+        finally:
+            writer.close()
 
-        await asyncio.gather(*(one(i, k, b, p) for i, (k, b, p) in enumerate(bodies)))
+    workers = [asyncio.create_task(connection()) for _ in range(conns)]
+    t0 = time.perf_counter() + 0.2
+    for i, (kind, raw) in enumerate(requests):
+        due = t0 + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        queue.put_nowait((kind, raw, due))
+    for _ in workers:
+        queue.put_nowait(None)
+    await asyncio.gather(*workers)
     return results
 
 
@@ -164,8 +193,9 @@ def main() -> None:
     for k in keys:
         print(f"{k:14}" + "".join(f"{rows[b][k]:>14.1f}" if isinstance(rows[b][k], float) else f"{rows[b][k]:>14}"
                                    for b in rows))
-    goal = all(r["p99_ms"] < 50 and r["lost"] == 0 for r in rows.values())
-    print(f"goal p99 < 50 ms and 0 lost: {'met' if goal else 'NOT met'}")
+    for name, r in rows.items():
+        met = r["p99_ms"] < 50 and r["lost"] == 0
+        print(f"goal p99 < 50 ms and 0 lost ({name}): {'met' if met else 'NOT met'}")
     if len(rows) == 2:
         a, b = rows["postgresql"], rows["sqlite"]
         print(f"p99 postgresql / sqlite: {a['p99_ms'] / b['p99_ms']:.2f}")

@@ -10,6 +10,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridge import __version__
 from bridge.app.metrics import BridgeMetrics
@@ -28,6 +30,31 @@ with 200, ignores events that are not real transitions (200 with the reason), an
 triggering events as durable jobs (202 with the job id) that workers run in the background.
 Follow a job with `GET /jobs/{id}`.
 """
+
+
+class RequestIdMiddleware:
+    """Pure ASGI (no per-request task like ``BaseHTTPMiddleware``): takes or makes ``X-Request-ID``,
+    puts it in the log context and echoes it on the response."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = Headers(scope=scope).get("x-request-id") or uuid.uuid4().hex[:12]
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message).append("X-Request-ID", rid)
+            await send(message)
+
+        token = request_id.set(rid)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id.reset(token)
 
 
 def make_worker(store: JobStore, runtime: Runtime, settings: Settings) -> Worker:
@@ -72,23 +99,13 @@ def create_app(settings: Settings, *, store: JobStore | None = None, runtime: Ru
     app.state.watch_functions = watch_functions or []
     app.state.job_filter_all = JobFilter
 
-    @app.middleware("http")
-    async def _request_id(request: Request, call_next):
-        rid = request.headers.get("X-Request-ID") or uuid.uuid4().hex[:12]
-        token = request_id.set(rid)
-        try:
-            response = await call_next(request)
-        finally:
-            request_id.reset(token)
-        response.headers["X-Request-ID"] = rid
-        return response
-
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         where = ".".join(str(p) for p in first.get("loc", ()))
         return JSONResponse({"detail": f"{where}: {first.get('msg')}", "errors": exc.errors()}, status_code=422)
 
+    app.add_middleware(RequestIdMiddleware)
     app.include_router(webhooks.build_router())
     app.include_router(jobs.router)
     app.include_router(health.router)

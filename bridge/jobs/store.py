@@ -7,8 +7,10 @@ unique index keeps at most one *running* job per (pipeline, resource) — single
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -55,7 +57,9 @@ def make_engine(url: str) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # No pre-ping round trip per checkout (it doubles the cost of a webhook insert); a connection
+    # that died is invalidated on its first error, and CVAT retries that delivery.
+    return create_engine(url, pool_size=10, max_overflow=20, pool_recycle=1800)
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,11 @@ class JobStore:
         self.engine = make_engine(url)
         self.dialect = self.engine.dialect.name
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite has one writer at a time; its busy handler waits by sleeping, so threads of this
+        # process queue on a lock instead (instant hand-over). Other processes still use busy_timeout.
+        self._write_lock: threading.Lock | contextlib.nullcontext = (
+            threading.Lock() if self.dialect == "sqlite" else contextlib.nullcontext()
+        )
         if migrate:
             self.migrate()
 
@@ -98,7 +107,7 @@ class JobStore:
     def _tx(self) -> Iterator[Session]:
         """A write transaction. On SQLite it takes the write lock up front (BEGIN IMMEDIATE): a
         deferred read-then-write transaction in WAL mode fails with SQLITE_BUSY instead of waiting."""
-        with self.engine.connect() as conn:
+        with self._write_lock, self.engine.connect() as conn:
             if self.dialect == "sqlite":
                 conn.info["immediate"] = True
             with conn.begin(), Session(bind=conn, expire_on_commit=False) as s:
