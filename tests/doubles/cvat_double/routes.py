@@ -123,6 +123,7 @@ class Api:
             ("GET", "/api/projects", self.projects),
             ("POST", "/api/projects", self.project_create),
             ("GET", f"/api/projects/{p}", self.project),
+            ("PATCH", f"/api/projects/{p}", self.project_update),
             ("GET", "/api/labels", self.labels),
             ("GET", f"/api/labels/{p}", self.label),
             ("GET", "/api/tasks", self.tasks),
@@ -310,6 +311,14 @@ class Api:
     def project(self, ctx: Ctx, id: int) -> Reply:
         with self.state.lock:
             return Reply(200, self.state.project_json(self.state.project(id), ctx.base))
+
+    def project_update(self, ctx: Ctx, id: int) -> Reply:
+        data = ctx.json()
+        if not isinstance(data, dict):
+            raise bad_request("Invalid data. Expected a dictionary.", "non_field_errors")
+        with self.state.action():
+            p = self.state.patch_project(self.state.project(id), data, ctx.actor)
+            return Reply(200, self.state.project_json(p, ctx.base))
 
     def labels(self, ctx: Ctx) -> Reply:
         given = [k for k in ("project_id", "task_id", "job_id") if k in ctx.query]

@@ -602,8 +602,16 @@ class State:
             created_date=now,
             updated_date=now,
         )
+        new = self._new_labels(p, labels, start=0)
+        self.projects[p.id] = p
+        for lab in new:
+            self.labels[lab.id] = lab
+        return p
+
+    def _new_labels(self, p: Project, labels: list, *, start: int) -> list[LabelRec]:
+        """Build the records of new top-level ``labels`` (and skeleton sublabels) of project ``p``."""
         new: list[LabelRec] = []
-        for n, raw in enumerate(labels):
+        for n, raw in enumerate(labels, start):
             lab = self._make_label(raw, p.id, None, n)
             new.append(lab)
             subs = raw.get("sublabels") or []
@@ -626,9 +634,32 @@ class State:
             elif subs:
                 raise bad_request(f"label {lab.name!r}: only skeleton labels may have sublabels", "labels")
             p.label_ids.append(lab.id)
-        self.projects[p.id] = p
+        return new
+
+    def patch_project(self, p: Project, data: dict, actor: Actor) -> Project:
+        """``PATCH /api/projects/{id}``: rename, add labels (no ``id``), delete (``id`` + ``deleted``)."""
+        if "name" in data:
+            if not isinstance(data["name"], str) or not data["name"].strip():
+                raise bad_request("This field may not be blank.", "name")
+            p.name = data["name"]
+        labels = data.get("labels") or []
+        if not isinstance(labels, list) or not all(isinstance(lab, dict) for lab in labels):
+            raise bad_request("Expected a list of labels", "labels")
+        for raw in labels:
+            if raw.get("id") is not None:
+                if raw["id"] not in p.label_ids:
+                    raise bad_request(f"label {raw['id']} is not a label of project {p.id}", "labels")
+                if raw.get("deleted"):
+                    p.label_ids.remove(raw["id"])
+        existing = {self.labels[i].name for i in p.label_ids}
+        added = [raw for raw in labels if raw.get("id") is None]
+        clash = [raw.get("name") for raw in added if raw.get("name") in existing]
+        if clash:
+            raise bad_request(f"label names already exist in the project: {clash}", "labels")
+        new = self._new_labels(p, added, start=len(p.label_ids))
         for lab in new:
             self.labels[lab.id] = lab
+        p.updated_date = self.clock.now()
         return p
 
     def project_labels(self, pid: int) -> list[LabelRec]:
