@@ -28,7 +28,7 @@ from PIL import Image
 
 from tests.doubles.cvat_double import Costs, CvatDouble
 
-REFERENCE = Path(__file__).resolve().parents[2].parent / "shared"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"  # copies of ../shared (real CVAT exports)
 SECRET = "bridge-secret"
 
 CORNER_LABELS = [
@@ -137,9 +137,7 @@ def client(cvat, tmp_path):
 
 
 def sample(name: str) -> dict:
-    path = next((REFERENCE / "cvat-samples").glob(f"{name}*.json"), None)
-    if path is None:
-        pytest.skip("reference samples not available")
+    path = next((FIXTURES / "cvat-samples").glob(f"{name}*.json"))
     return json.loads(path.read_text())["body"]
 
 
@@ -201,8 +199,7 @@ def test_project_labels_with_skeleton_sublabels(cvat, client):
     with pytest.raises(KeyError):
         cvat.label_id(pid, "Porites")
     # the real export (escaped SVG with stale ids) is stored verbatim, as CVAT does
-    real = json.loads((REFERENCE / "reference/labels/corner_annotation_example.json").read_text()) \
-        if (REFERENCE / "reference/labels").exists() else CORNER_LABELS[:1]
+    real = json.loads((FIXTURES / "labels/corner_annotation_example.json").read_text())
     pid2 = cvat.create_project("verbatim", real)
     (lab,) = client.projects.retrieve(pid2).get_labels()
     assert lab.svg == real[0]["svg"]

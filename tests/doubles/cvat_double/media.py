@@ -8,7 +8,7 @@ import os
 import zipfile
 from dataclasses import dataclass
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from .util import bad_request
 
@@ -28,7 +28,7 @@ def read_frame(name: str, data: bytes) -> Frame:
     try:
         with Image.open(io.BytesIO(data)) as im:
             width, height = im.size
-    except (UnidentifiedImageError, OSError) as e:
+    except Exception as e:  # noqa: BLE001 - PIL (or a plugin patching Image.open, e.g. ultralytics) refused it
         raise bad_request(f"File {name!r} is not a supported image") from e
     return Frame(name=name, data=data, width=width, height=height)
 
