@@ -5,7 +5,6 @@ configured by a user; tests act like annotators on the double and watch ``/jobs`
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -13,43 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 
 from bridge.app.factory import create_app
 from bridge.app.settings import Settings
 from bridge.jobs.store import JobStore
 from tests.doubles.cvat_double import Costs, CvatDouble
+from tests.doubles.cvat_double.server import ServerThread
 from tests.doubles.function_server import LoadedFunction, free_port, serve_in_thread
 
 SECRET = "bridge-secret"
 TERMINAL = {"succeeded", "failed", "cancelled"}
-
-
-class UvicornThread:
-    """Serve an ASGI app from a daemon thread; ``start`` returns once it accepts connections."""
-
-    def __init__(self, app: Any):
-        self.port = free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on",
-                                timeout_graceful_shutdown=5)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True, name="bridge-uvicorn")
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 20.0) -> None:
-        self.thread.start()
-        deadline = time.monotonic() + timeout
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the bridge did not start")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
 
 
 @dataclass
@@ -123,9 +95,10 @@ def running_stack(tmp_path: Path, functions: dict[str, LoadedFunction], *, worke
         settings = Settings(_env_file=None, **base)
         store = JobStore(settings.resolved_database_url)
         app = create_app(settings, store=store)
-        server = UvicornThread(app)
-        server.start()
-        stack = Stack(cvat=cvat, bridge_url=server.url, functions_url=fn_url, settings=settings, store=store)
+        server = ServerThread(app, lifespan="on", name="bridge-http")  # lifespan starts the workers
+        server.start(timeout=20)
+        stack = Stack(cvat=cvat, bridge_url=f"http://127.0.0.1:{server.port}", functions_url=fn_url,
+                      settings=settings, store=store)
         try:
             yield stack
         finally:

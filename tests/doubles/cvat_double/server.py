@@ -70,29 +70,30 @@ def _render(reply: Reply) -> Response:
 class ServerThread:
     """uvicorn on an already-bound 127.0.0.1 socket, run in a daemon thread."""
 
-    def __init__(self, app: Starlette):
+    def __init__(self, app: Starlette, *, lifespan: str = "off", name: str = "cvat-double-http"):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
-        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+        config = uvicorn.Config(app, log_level="warning", lifespan=lifespan, access_log=False)
+        self.name = name
         self.server = uvicorn.Server(config)
         self.thread: threading.Thread | None = None
 
     def start(self, timeout: float = 10.0) -> None:
         self.thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self.sock]}, name="cvat-double-http", daemon=True
+            target=self.server.run, kwargs={"sockets": [self.sock]}, name=self.name, daemon=True
         )
         self.thread.start()
         deadline = time.monotonic() + timeout
         while not self.server.started:
             if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the CVAT double's HTTP server did not start")
+                raise RuntimeError(f"{self.name}: the HTTP server did not start")
             time.sleep(0.01)
 
     def stop(self) -> None:
         if self.thread is not None:
             self.server.should_exit = True
-            self.thread.join(timeout=10)
+            self.thread.join(timeout=30)
             self.thread = None
         self.sock.close()
