@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
-"${PIP[@]}" --upgrade pip
+"${PIP[@]}" --upgrade pip setuptools wheel  # sam2 builds without isolation: needs them in the venv
 "${PIP[@]}" -e ".[dev]"
 if [ "${BRIDGE_SKIP_FUNCTIONS:-0}" != "1" ]; then
   # Order matters: torch first; sam2 is an sdist that must build against that torch (no isolation).

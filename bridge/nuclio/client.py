@@ -36,6 +36,7 @@ from tenacity import (
 )
 
 from bridge.errors import BadImage, FunctionFailed, FunctionUnavailable
+from bridge.geometry.rle import crop_to_cvat_rle
 from bridge.nuclio import images, scaling
 from bridge.nuclio.metadata import parse_function_config
 from bridge.nuclio.scaling import Scale
@@ -591,7 +592,7 @@ def _legacy_mask_shape(function: str, mask: list) -> dict:
         raise FunctionFailed(f"interactor '{function}' legacy 'mask' is not a 2D number array") from exc
     if arr.ndim != 2 or arr.size == 0:
         raise FunctionFailed(f"interactor '{function}' legacy 'mask' must be 2D, got shape {arr.shape}")
-    return {"type": "mask", "points": scaling.encode_rle(arr > 0, 0, 0), "group": 0, "source": "semi-auto",
+    return {"type": "mask", "points": crop_to_cvat_rle(arr > 0, 0, 0), "group": 0, "source": "semi-auto",
             "attributes": [], "occluded": False, "rotation": 0}
 
 

@@ -131,18 +131,13 @@ def decode_rle(points: Sequence[float]) -> tuple[np.ndarray, tuple[int, int, int
     return flat.reshape(height, width), (left, top, right, bottom)
 
 
-def encode_rle(crop: np.ndarray, left: int, top: int) -> list[int]:
-    """Bool/0-1 crop placed at ``(left, top)`` → CVAT RLE + inclusive ``[l, t, r, b]``."""
-    return crop_to_cvat_rle(np.asarray(crop, dtype=bool), left, top)
-
-
 def scale_rle(points: Sequence[float], scale: Scale) -> list[int]:
     """Rescale a CVAT RLE mask (with its bbox) to the original resolution."""
     crop, (left, top, _, _) = decode_rle(points)
     if scale.is_identity:
         return [int(v) for v in points]
     big, (new_left, new_top, _, _) = scale.up_crop(crop, left, top)
-    return encode_rle(big, new_left, new_top)
+    return crop_to_cvat_rle(big, new_left, new_top)
 
 
 # --- detector raw masks -------------------------------------------------------------------------

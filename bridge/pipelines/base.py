@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel
 
-from bridge.errors import Cancelled
+from bridge.errors import Cancelled, PermanentError
 
 if TYPE_CHECKING:
     from bridge.app.settings import Settings
@@ -123,6 +123,12 @@ class StepContext:
     @property
     def cancelled(self) -> bool:
         return self.cancel_event.is_set()
+
+    def job_event(self, pipeline: str) -> int:
+        """The CVAT job id of the triggering event; a pipeline that acts on jobs refuses task events."""
+        if self.trigger.job_id is None:
+            raise PermanentError(f"{pipeline} needs a job event, got {self.trigger.event or self.trigger.kind}")
+        return self.trigger.job_id
 
     def check_cancelled(self) -> None:
         if self.cancel_event.is_set():

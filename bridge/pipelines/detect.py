@@ -125,9 +125,7 @@ class DetectPipeline:
 
     def run(self, ctx: StepContext) -> PipelineResult:
         p: DetectParams = ctx.params  # type: ignore[assignment]
-        job_id = ctx.trigger.job_id
-        if job_id is None:
-            raise PermanentError("detect needs a job event")
+        job_id = ctx.job_event(self.name)
         result = run_detect(ctx, job_id, p.model_name, conv_mask_to_poly=p.conv_mask_to_poly,
                             threshold=p.threshold)
         if p.refine:

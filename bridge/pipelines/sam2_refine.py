@@ -405,9 +405,7 @@ class Sam2RefinePipeline:
 
     def run(self, ctx: StepContext) -> PipelineResult:
         p: Sam2RefineParams = ctx.params  # type: ignore[assignment]
-        job_id = ctx.trigger.job_id
-        if job_id is None:
-            raise PermanentError("sam2_refine needs a job event")
+        job_id = ctx.job_event(self.name)
         return refine_job(ctx, job_id, p.function or ctx.settings.sam2_function, labels=p.label_names,
                           conv_mask_to_poly=p.conv_mask_to_poly, keep_prompts=p.keep_prompts)
 

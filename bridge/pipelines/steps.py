@@ -101,14 +101,14 @@ class ShapeWriter:
     def flush(self) -> None:
         """Write what is buffered and wait for every write; raises the first write error."""
         self._submit()
+        writes, self._writes = self._writes, []
         try:
-            for fut in list(self._writes):
+            for fut in writes:
                 fut.result()
         finally:
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
                 self._pool = None
-            self._writes = [f for f in self._writes if not f.done() or f.exception() is not None]
 
     def _submit(self) -> None:
         with self._lock:

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from bridge.errors import FunctionFailed
+from bridge.geometry.rle import crop_to_cvat_rle
 from bridge.nuclio import scaling
 from bridge.nuclio.scaling import Scale
 
@@ -15,8 +16,8 @@ from bridge.nuclio.scaling import Scale
 def test_rle_matches_the_contract_worked_example():
     m = np.zeros((4, 6), bool)
     m[1:3, 2:5] = True
-    assert scaling.encode_rle(m[1:3, 2:5], 2, 1) == [0, 6, 2, 1, 4, 2]
-    assert scaling.encode_rle(m, 0, 0) == [8, 3, 3, 3, 7, 0, 0, 5, 3]
+    assert crop_to_cvat_rle(m[1:3, 2:5], 2, 1) == [0, 6, 2, 1, 4, 2]
+    assert crop_to_cvat_rle(m, 0, 0) == [8, 3, 3, 3, 7, 0, 0, 5, 3]
     crop, box = scaling.decode_rle([8, 3, 3, 3, 7, 0, 0, 5, 3])
     assert box == (0, 0, 5, 3)
     assert (crop == m).all()
@@ -26,7 +27,7 @@ def test_rle_matches_the_contract_worked_example():
 @given(arrays(bool, st.tuples(st.integers(1, 9), st.integers(1, 9))), st.integers(0, 5), st.integers(0, 5))
 def test_rle_agrees_with_cvat_sdk(crop, left, top):
     h, w = crop.shape
-    ours = scaling.encode_rle(crop, left, top)
+    ours = crop_to_cvat_rle(crop, left, top)
     full = np.zeros((top + h + 2, left + w + 2), bool)
     full[top:top + h, left:left + w] = crop
     sdk = encode_mask(full, bbox=[left, top, left + w, top + h])
@@ -74,7 +75,7 @@ def test_up_crop_every_original_pixel_takes_its_sent_pixel():
 
 def test_scale_rle_maps_a_box_mask_to_the_covering_box():
     s = Scale(400, 200, 100, 50)
-    small = scaling.encode_rle(np.ones((3, 5), bool), 10, 20)
+    small = crop_to_cvat_rle(np.ones((3, 5), bool), 10, 20)
     big = scaling.scale_rle(small, s)
     crop, box = scaling.decode_rle(big)
     assert box == (40, 80, 59, 91)
@@ -122,7 +123,7 @@ def test_prompts_go_down_and_sam_results_come_back_up():
     prompt = {"bbox": [400, 200, 800, 600], "pos_points": [[1000, 500]], "neg_points": [], "id": 7}
     assert scaling.scale_prompt_down(prompt, s) == {
         "bbox": [100, 50, 200, 150], "pos_points": [[250, 125]], "neg_points": [], "id": 7}
-    result = {"mask": scaling.encode_rle(np.ones((2, 2), bool), 100, 50), "polygons": [[100, 50, 102, 52]],
+    result = {"mask": crop_to_cvat_rle(np.ones((2, 2), bool), 100, 50), "polygons": [[100, 50, 102, 52]],
               "score": 0.9}
     up = scaling.scale_sam_result(result, s)
     assert up["polygons"] == [[400, 200, 408, 208]]
