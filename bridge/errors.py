@@ -60,5 +60,10 @@ class Cancelled(BridgeError):
     """The job was cancelled while it ran."""
 
 
+class LeaseLost(Cancelled):
+    """This worker no longer holds the job's lease (it froze past it, or another worker took the job
+    over): it must stop without writing anything more to CVAT or to the job row."""
+
+
 class BadImage(PermanentError):
     """A frame cannot be decoded or encoded."""

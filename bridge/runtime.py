@@ -8,6 +8,8 @@ all worker threads (the CVAT client keeps one SDK client per thread).
 from __future__ import annotations
 
 import logging
+import re
+import shutil
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +17,7 @@ from bridge.errors import BridgeError, Cancelled, PermanentError
 from bridge.jobs.models import Job
 from bridge.jobs.store import JobStore
 from bridge.pipelines.base import Progress, StepContext, Trigger
+from bridge.pipelines.fencing import FencedCvat
 from bridge.pipelines.registry import flight_key, load_pipeline, parse_params
 
 if TYPE_CHECKING:
@@ -24,6 +27,7 @@ if TYPE_CHECKING:
     from bridge.nuclio.client import NuclioClient
 
 log = logging.getLogger(__name__)
+_WORK_DIR = re.compile(r"^job(\d+)-")
 
 
 class Runtime:
@@ -72,7 +76,7 @@ class Runtime:
             trigger=trigger,
             params=parse_params(job.pipeline, job.params, self.settings.extra_pipelines),
             settings=self.settings,
-            cvat=self.cvat,
+            cvat=FencedCvat(self.cvat, progress.fence),  # type: ignore[arg-type]
             nuclio=self.nuclio,
             progress=progress,
             job_id=job.id,
@@ -81,8 +85,33 @@ class Runtime:
             previous=previous,
         )
 
+    def sweep_work_dirs(self, job: Job | None = None) -> list[str]:
+        """Remove work dirs that no running attempt uses: those of earlier attempts of ``job`` and of
+        jobs that are not running any more (a crashed attempt leaves its dir behind). Returns their names."""
+        root = self.settings.resolved_cache_dir / "work"
+        if not root.is_dir():
+            return []
+        removed = []
+        for path in root.iterdir():
+            match = _WORK_DIR.match(path.name)
+            if match is None:
+                continue
+            owner = int(match.group(1))
+            if job is not None and owner == job.id:
+                stale = True
+            else:
+                other = self.store.get(owner) if self.store is not None else None
+                stale = other is None or other.status != "running"
+            if stale:
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path.name)
+        if removed:
+            log.info("removed %d stale work dirs: %s", len(removed), ", ".join(sorted(removed)[:10]))
+        return removed
+
     def run_job(self, job: Job, progress: Progress, cancel: threading.Event) -> str:
         """``JobRunner`` for the worker: one attempt of one job, bounded by AUTO_ANN_TIMEOUT."""
+        self.sweep_work_dirs(job)
         pipeline = load_pipeline(job.pipeline, self.settings.extra_pipelines)
         ctx = self.context_for(job, progress, cancel)
         timed_out = threading.Event()

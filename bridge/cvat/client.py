@@ -230,15 +230,18 @@ class CvatClient:
 
     def find_task(self, project_id: int, name: str) -> TaskInfo | None:
         """The task of ``project_id`` named exactly ``name`` (lowest id if several), or None."""
+        found = self.find_tasks(project_id, name)
+        return found[0] if found else None
+
+    def find_tasks(self, project_id: int, name: str) -> list[TaskInfo]:
+        """Every task of ``project_id`` named exactly ``name``, lowest id first."""
         api = self._sdk().api_client
         found = [
             t for t in self._pages(f"searching task {name!r} in project {project_id}", api.tasks_api.list,
                                    project_id=project_id, name=name)
             if t.get("name") == name and t.get("project_id") in (None, project_id)
         ]
-        if not found:
-            return None
-        return self._task_info(min(found, key=lambda t: int(t["id"])))
+        return [self._task_info(t) for t in sorted(found, key=lambda t: int(t["id"]))]
 
     def create_task(
         self,
@@ -251,6 +254,7 @@ class CvatClient:
         image_quality: int = 95,
         wait_timeout: float = 900.0,
         poll_seconds: float = 1.0,
+        on_created: Callable[[int], None] | None = None,
     ) -> TaskInfo:
         """Create a task in ``project_id`` from local images, in the given order, and wait for it.
 
@@ -258,20 +262,21 @@ class CvatClient:
         unique. Returns the task with its job ids once CVAT has processed the data (polled every
         ``poll_seconds`` for at most ``wait_timeout``). If the upload or the processing fails, the
         new task is deleted again (best effort) so that ``find_task`` does not return a broken one.
+        ``on_created(task_id)`` runs as soon as CVAT has created the (still empty) task, so a caller can
+        record it before the upload: a process killed during the upload leaves a task it can recognise.
         """
         paths = [Path(f) for f in files]
         if not paths:
             raise PermanentError(f"task {name!r}: no files to upload")
-        seen: dict[str, Path] = {}
-        for path in paths:
+        seen: set[str] = set()
+        for path in paths:  # messages name the files, never the server's directories
             if path.name in seen:
                 raise PermanentError(
-                    f"task {name!r}: file names must be unique (they become frame names): "
-                    f"{seen[path.name]} and {path}"
+                    f"task {name!r}: file names must be unique (they become frame names): {path.name!r} twice"
                 )
-            seen[path.name] = path
+            seen.add(path.name)
             if not path.is_file():
-                raise PermanentError(f"task {name!r}: {path} is not a file")
+                raise PermanentError(f"task {name!r}: {path.name!r} is not a file")
         if not 1 <= image_quality <= 100:
             raise ValueError(f"image_quality must be within 1..100, got {image_quality}")
         if segment_size is not None and segment_size < 1:
@@ -286,6 +291,8 @@ class CvatClient:
         created = self._send(what, sdk.api_client.tasks_api.create_endpoint, {}, spec)
         task_id = int(created["id"])
         try:
+            if on_created is not None:
+                on_created(task_id)
             with map_errors(f"uploading {len(paths)} files to task {task_id}"):
                 url = sdk.api_map.make_endpoint_url(
                     sdk.api_client.tasks_api.create_data_endpoint.path, kwsub={"id": task_id}
@@ -318,6 +325,13 @@ class CvatClient:
                 raise CvatUnavailable(f"{what}: CVAT did not finish processing within {wait_timeout:g} s "
                                       f"(request {rq_id} is {status or 'unknown'})")
             time.sleep(min(poll_seconds, max(deadline - time.monotonic(), 0.0)))
+
+    def delete_task(self, task_id: int) -> None:
+        """Delete a task (a missing one is not an error)."""
+        try:
+            self._json(f"deleting task {task_id}", self._sdk().api_client.tasks_api.destroy, task_id)
+        except NotFound:
+            log.info("task %s is already gone", task_id)
 
     def _delete_task_quietly(self, task_id: int) -> None:
         """Remove a half-created task so that a retry does not find it by name."""

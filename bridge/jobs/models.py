@@ -35,6 +35,12 @@ class Job(Base):
     available_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     worker_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    lease_token: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """+1 on every claim, never reset: the fencing token of the current lease."""
+    failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Attempts that ended in an unexpected error or with a dead worker (bounded by ``max_attempts``)."""
+    retry_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    """Transient errors (outages) are retried until then; set by the first one of a run."""
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     project_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
     task_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)

@@ -33,6 +33,14 @@ def _aware(dt: datetime | None) -> datetime | None:
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
+def _duration(seconds: float) -> str:
+    if seconds >= 86400:
+        return f"{seconds / 86400:g} days"
+    if seconds >= 3600:
+        return f"{seconds / 3600:g} h"
+    return f"{seconds:g} s"
+
+
 def make_engine(url: str) -> Engine:
     """Engine with the pragmas the store relies on (WAL and a busy timeout on SQLite)."""
     if url.startswith("sqlite"):
@@ -177,7 +185,9 @@ class JobStore:
 
     def list(self, flt: JobFilter, *, limit: int = 50, offset: int = 0) -> tuple[list[Job], int]:
         conds = []
-        if flt.status:
+        if flt.status == "waiting":  # queued again after a transient error, until its next attempt
+            conds += [Job.status == "queued", Job.available_at > utcnow()]
+        elif flt.status:
             conds.append(Job.status == flt.status)
         if flt.pipeline:
             conds.append(Job.pipeline == flt.pipeline)
@@ -216,7 +226,12 @@ class JobStore:
 
     # --- claiming -------------------------------------------------------------------------------
     def claim(self, worker_id: str, lease_seconds: float) -> Job | None:
-        """Take the oldest runnable job: queued and due, or running with an expired lease (its worker died)."""
+        """Take the oldest runnable job: queued and due, or running with an expired lease (its worker died).
+
+        Every claim increments ``lease_token`` (the fencing token): a worker holds the lease only while
+        the row still carries the token it claimed with. A job whose workers died ``max_attempts``
+        times fails instead of being claimed again (a job that kills its worker must not loop forever).
+        """
         now = utcnow()
         for _ in range(5):  # a lost single-flight race just means: try the next candidate
             try:
@@ -242,17 +257,18 @@ class JobStore:
                     if job is None:
                         return None
                     orphan = job.status == "running"
+                    job.lease_token = (job.lease_token or 0) + 1  # fences off the previous holder
                     if orphan:
                         log.warning("job %s: lease of worker %s expired; reclaiming", job.id, job.worker_id)
-                    job.attempts += 1
+                        job.failures = (job.failures or 0) + 1
                     if job.cancel_requested:
                         self._finish(job, "cancelled", error="cancelled before it ran")
                         continue
-                    if job.attempts > job.max_attempts:
-                        self._finish(job, "failed",
-                                     error=f"gave up after {job.max_attempts} attempts"
-                                     + (" (its worker died)" if orphan else ""))
+                    if orphan and job.failures >= job.max_attempts:
+                        self._finish(job, "failed", error=f"gave up: its worker died or froze past its lease "
+                                                          f"{job.failures} times (BRIDGE_MAX_ATTEMPTS)")
                         continue
+                    job.attempts += 1
                     job.status = "running"
                     job.worker_id = worker_id
                     job.lease_until = now + timedelta(seconds=lease_seconds)
@@ -280,66 +296,107 @@ class JobStore:
         started = _aware(job.started_at)
         job.duration_s = (now - started).total_seconds() if started else None
 
-    def heartbeat(self, job_id: int, worker_id: str, lease_seconds: float) -> tuple[bool, bool]:
+    @staticmethod
+    def _holder(worker_id: str, token: int | None) -> Any:
+        """SQL condition: the row is running under this worker's lease (and fencing token, when given)."""
+        cond = and_(Job.worker_id == worker_id, Job.status == "running")
+        return cond if token is None else and_(cond, Job.lease_token == token)
+
+    def heartbeat(self, job_id: int, worker_id: str, lease_seconds: float, *,
+                  token: int | None = None) -> tuple[bool, bool]:
         """Extend the lease. Returns (still ours, cancel requested)."""
         now = utcnow()
         with self._tx() as s:
             res = s.execute(
                 update(Job)
-                .where(Job.id == job_id, Job.worker_id == worker_id, Job.status == "running")
+                .where(Job.id == job_id, self._holder(worker_id, token))
                 .values(lease_until=now + timedelta(seconds=lease_seconds), updated_at=now)
             )
             owned = res.rowcount == 1
             cancel = bool(s.execute(select(Job.cancel_requested).where(Job.id == job_id)).scalar())
         return owned, cancel
 
+    def lease_left(self, job_id: int, worker_id: str, token: int | None) -> float | None:
+        """Seconds left on this worker's lease (negative once expired), None when it is no longer ours.
+
+        The fence checked before every CVAT write: a worker that froze past its lease (and may have
+        been replaced) must not write."""
+        with self._sessions() as s:
+            row = s.execute(
+                select(Job.lease_until).where(Job.id == job_id, self._holder(worker_id, token))
+            ).first()
+        if row is None or row[0] is None:
+            return None
+        return (_aware(row[0]) - utcnow()).total_seconds()  # type: ignore[operator]
+
     def save_progress(self, job_id: int, worker_id: str, *, total: int, done: int,
                       frame_errors: dict[int, str], objects: list[dict[str, Any]],
-                      notes: dict[str, Any]) -> bool:
+                      notes: dict[str, Any], token: int | None = None) -> bool:
         with self._tx() as s:
             res = s.execute(
                 update(Job)
-                .where(Job.id == job_id, Job.worker_id == worker_id, Job.status == "running")
+                .where(Job.id == job_id, self._holder(worker_id, token))
                 .values(progress_total=total, progress_done=done,
                         frame_errors={str(k): v for k, v in frame_errors.items()},
                         objects=objects, notes=notes, updated_at=utcnow())
             )
             return res.rowcount == 1
 
-    def _owned(self, s: Session, job_id: int, worker_id: str) -> Job | None:
+    def _owned(self, s: Session, job_id: int, worker_id: str, token: int | None = None) -> Job | None:
         job = s.get(Job, job_id)
         if job is None or job.worker_id != worker_id or job.status != "running":
             return None
+        if token is not None and job.lease_token != token:
+            return None
         return job
 
-    def succeed(self, job_id: int, worker_id: str, summary: str) -> bool:
+    def succeed(self, job_id: int, worker_id: str, summary: str, *, token: int | None = None) -> bool:
         with self._tx() as s:
-            job = self._owned(s, job_id, worker_id)
+            job = self._owned(s, job_id, worker_id, token)
             if job is None:
                 return False
             self._finish(job, "succeeded", summary=summary)
             return True
 
-    def fail(self, job_id: int, worker_id: str, error: str, *, status: str = "failed") -> bool:
+    def fail(self, job_id: int, worker_id: str, error: str, *, status: str = "failed",
+             token: int | None = None) -> bool:
         with self._tx() as s:
-            job = self._owned(s, job_id, worker_id)
+            job = self._owned(s, job_id, worker_id, token)
             if job is None:
                 return False
             self._finish(job, status, error=error)
             return True
 
-    def requeue(self, job_id: int, worker_id: str, error: str, *, base: float, cap: float) -> float | None:
-        """Transient failure: back to the queue after full-jitter exponential backoff, or fail when
-        attempts are exhausted. Returns the delay, or None when the job failed for good."""
+    def requeue(self, job_id: int, worker_id: str, error: str, *, base: float, cap: float,
+                transient: bool = True, window: float = 4 * 86400.0, token: int | None = None) -> float | None:
+        """Back to the queue after a growing, jittered delay; returns it, or None when the job failed for good.
+
+        ``transient`` (CVAT or Nuclio unreachable, busy, timing out): retried for ``window`` seconds from
+        the first such error — as long as CVAT itself retries webhooks — since CVAT never redelivers an
+        event that was acknowledged. Otherwise (an unexpected error): at most ``max_attempts`` failures.
+        """
         with self._tx() as s:
-            job = self._owned(s, job_id, worker_id)
+            job = self._owned(s, job_id, worker_id, token)
             if job is None:
                 return None
-            if job.attempts >= job.max_attempts:
-                self._finish(job, "failed", error=f"{error} (gave up after {job.attempts} attempts)")
-                return None
-            delay = random.uniform(0, min(cap, base * (2 ** (job.attempts - 1))))  # noqa: S311 - jitter
             now = utcnow()
+            if transient:
+                if job.retry_until is None:
+                    job.retry_until = now + timedelta(seconds=window)
+                elif now >= _aware(job.retry_until):  # type: ignore[operator]
+                    self._finish(job, "failed", error=f"{error} (still failing after retrying for "
+                                                      f"{_duration(window)}; BRIDGE_RETRY_WINDOW_SECONDS)")
+                    return None
+            else:
+                job.failures = (job.failures or 0) + 1
+                if job.failures >= job.max_attempts:
+                    self._finish(job, "failed", error=f"{error} (gave up after {job.failures} failed attempts)")
+                    return None
+            # "equal jitter": at least half the exponential step, so the next attempt time means something
+            step = min(cap, base * (2 ** max(0, job.attempts - 1)))
+            delay = step / 2 + random.uniform(0, step / 2)  # noqa: S311 - jitter
+            if transient and job.retry_until is not None:
+                delay = min(delay, max(0.0, (_aware(job.retry_until) - now).total_seconds()))  # type: ignore[operator]
             job.status = "queued"
             job.error = error
             job.worker_id = None
@@ -373,9 +430,18 @@ class JobStore:
             now = utcnow()
             job.status = "queued"
             job.attempts = 0
+            job.failures = 0
+            job.retry_until = None
             job.cancel_requested = False
             job.available_at = now
             job.finished_at = None
             job.error = None
+            job.summary = None
+            # A retry the user asks for runs again: checkpoints and progress go, the objects stay (the
+            # run replaces the shapes it wrote before and reuses or completes the task it created).
+            job.notes = {}
+            job.frame_errors = {}
+            job.progress_done = 0
+            job.progress_total = 0
             job.updated_at = now
             return job

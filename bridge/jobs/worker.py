@@ -2,8 +2,13 @@
 
 Knows nothing of CVAT or FastAPI: what a job *does* is a ``JobRunner`` handed in by the
 composition root (``bridge.runtime``). Error types decide the outcome: ``TransientError`` →
-requeued with backoff (bounded by the job's attempts), ``Cancelled`` → cancelled, any other
-``BridgeError`` → failed with its message, anything unexpected → requeued (bounded) and logged.
+requeued with growing backoff for as long as the retry window lasts (an outage of CVAT or Nuclio),
+``LeaseLost`` → stop without touching the row, ``Cancelled`` → cancelled, any other ``BridgeError`` →
+failed with its message, anything unexpected → requeued (at most ``max_attempts`` times) and logged.
+
+Fencing: every claim gets a new ``lease_token``. Progress writes, heartbeats and the outcome are
+accepted only with the current token, and ``StoreProgress.fence()`` — called right before every
+CVAT write — raises ``LeaseLost`` once the lease is no longer this worker's or is about to expire.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from bridge.errors import BridgeError, Cancelled, TransientError
+from bridge.errors import BridgeError, Cancelled, LeaseLost, TransientError
 from bridge.jobs.models import Job
 from bridge.jobs.store import JobStore
 
@@ -35,6 +40,9 @@ class StoreProgress:
     job_id: int
     worker_id: str
     interval: float = 1.0
+    token: int | None = None
+    """The fencing token of this worker's lease (``Job.lease_token`` at claim time)."""
+    lease_seconds: float = 60.0
     total: int = 0
     done: int = 0
     errors: dict[int, str] = field(default_factory=dict)
@@ -77,7 +85,21 @@ class StoreProgress:
             self._last = now
             snapshot = dict(total=self.total, done=self.done, frame_errors=dict(self.errors),
                             objects=list(self.objects), notes=dict(self.notes))
-        self.store.save_progress(self.job_id, self.worker_id, **snapshot)
+        self.store.save_progress(self.job_id, self.worker_id, token=self.token, **snapshot)
+
+    def fence(self) -> None:
+        """Raise ``LeaseLost`` unless this worker still holds the lease with a safe margin left.
+
+        Called right before every CVAT write and task creation: a worker that froze past its lease
+        (another worker may already be redoing the job) stops here instead of writing twice. The
+        margin (a quarter of the lease) covers the time between this check and CVAT applying the write.
+        """
+        left = self.store.lease_left(self.job_id, self.worker_id, self.token)
+        if left is None:
+            raise LeaseLost(f"job {self.job_id}: another worker holds the job now; stopping without writing")
+        if left < self.lease_seconds / 4:
+            raise LeaseLost(f"job {self.job_id}: lease {'expired' if left < 0 else 'about to expire'} "
+                            f"({left:.1f} s left); stopping without writing")
 
 
 class JobRunner(Protocol):
@@ -99,13 +121,15 @@ class Worker:
 
     def __init__(self, store: JobStore, runner: JobRunner, *, lease_seconds: float = 60.0,
                  poll_seconds: float = 0.5, retry_base: float = 2.0, retry_cap: float = 300.0,
-                 worker_id: str | None = None, on_finish: FinishHook | None = None):
+                 retry_window: float = 4 * 86400.0, worker_id: str | None = None,
+                 on_finish: FinishHook | None = None):
         self.store = store
         self.runner = runner
         self.lease_seconds = lease_seconds
         self.poll_seconds = poll_seconds
         self.retry_base = retry_base
         self.retry_cap = retry_cap
+        self.retry_window = retry_window
         self.worker_id = worker_id or make_worker_id()
         self.on_finish = on_finish
 
@@ -117,11 +141,12 @@ class Worker:
         self.process(job)
         return True
 
-    def _heartbeat(self, job: Job, cancel: threading.Event, stop: threading.Event) -> None:
+    def _heartbeat(self, job: Job, cancel: threading.Event, stop: threading.Event, lost: threading.Event) -> None:
         period = max(0.2, self.lease_seconds / 3)
         while not stop.wait(period):
             try:
-                owned, cancel_requested = self.store.heartbeat(job.id, self.worker_id, self.lease_seconds)
+                owned, cancel_requested = self.store.heartbeat(job.id, self.worker_id, self.lease_seconds,
+                                                               token=job.lease_token)
             except Exception as exc:  # noqa: BLE001 - a DB hiccup must not kill the heartbeat
                 log.warning("job %s: heartbeat failed: %s", job.id, exc)
                 continue
@@ -130,43 +155,51 @@ class Worker:
                 cancel.set()
             if not owned:
                 log.warning("job %s: lease lost (another worker took it over); stopping", job.id)
+                lost.set()
                 cancel.set()
+                return
 
     def process(self, job: Job) -> None:
         token = current_job_id.set(job.id)
         started = time.monotonic()
-        cancel, stop = threading.Event(), threading.Event()
-        progress = StoreProgress(self.store, job.id, self.worker_id,
+        cancel, stop, lost = threading.Event(), threading.Event(), threading.Event()
+        lease = job.lease_token
+        progress = StoreProgress(self.store, job.id, self.worker_id, token=lease, lease_seconds=self.lease_seconds,
                                  objects=list(job.objects or []), notes=dict(job.notes or {}))
-        hb = threading.Thread(target=self._heartbeat, args=(job, cancel, stop), daemon=True,
+        hb = threading.Thread(target=self._heartbeat, args=(job, cancel, stop, lost), daemon=True,
                               name=f"heartbeat-{job.id}")
         hb.start()
         outcome, error = "failed", None
-        log.info("job %s: running %s (attempt %s/%s)", job.id, job.pipeline, job.attempts, job.max_attempts)
+        log.info("job %s: running %s (attempt %s)", job.id, job.pipeline, job.attempts)
         try:
             summary = self.runner(job, progress, cancel)
             progress.flush(force=True)
-            outcome = "succeeded" if self.store.succeed(job.id, self.worker_id, summary) else "lost"
+            outcome = "succeeded" if self.store.succeed(job.id, self.worker_id, summary, token=lease) else "lost"
             log.info("job %s: %s — %s", job.id, outcome, summary)
         except Cancelled as exc:
-            progress.flush(force=True)
             error = str(exc)
-            self.store.fail(job.id, self.worker_id, error, status="cancelled")
-            outcome = "cancelled"
+            if isinstance(exc, LeaseLost) or lost.is_set():
+                # not ours any more: the row belongs to whoever holds the lease now
+                log.warning("job %s: stopped, lease lost: %s", job.id, error)
+                outcome = "lost"
+            else:
+                progress.flush(force=True)
+                self.store.fail(job.id, self.worker_id, error, status="cancelled", token=lease)
+                outcome = "cancelled"
         except TransientError as exc:
             progress.flush(force=True)
             error = str(exc)
-            outcome = self._requeue(job, error)
+            outcome = self._requeue(job, error, transient=True)
         except BridgeError as exc:
             progress.flush(force=True)
             error = str(exc)
-            self.store.fail(job.id, self.worker_id, error)
+            self.store.fail(job.id, self.worker_id, error, token=lease)
             log.error("job %s: failed: %s", job.id, error)
         except Exception as exc:  # noqa: BLE001 - unexpected: log with traceback, retry (bounded)
             log.exception("job %s: unexpected error", job.id)
             progress.flush(force=True)
             error = f"unexpected error: {exc!r}"
-            outcome = self._requeue(job, error)
+            outcome = self._requeue(job, error, transient=False)
         finally:
             stop.set()
             hb.join(timeout=5)
@@ -177,12 +210,17 @@ class Worker:
             except Exception:  # noqa: BLE001 - reporting must not break the loop
                 log.exception("job %s: finish hook failed", job.id)
 
-    def _requeue(self, job: Job, error: str) -> str:
-        delay = self.store.requeue(job.id, self.worker_id, error, base=self.retry_base, cap=self.retry_cap)
+    def _requeue(self, job: Job, error: str, *, transient: bool) -> str:
+        delay = self.store.requeue(job.id, self.worker_id, error, base=self.retry_base, cap=self.retry_cap,
+                                   transient=transient, window=self.retry_window, token=job.lease_token)
         if delay is None:
-            log.error("job %s: failed after %s attempts: %s", job.id, job.attempts, error)
+            current = self.store.get(job.id)
+            if current is None or current.status != "failed":
+                return "lost"
+            log.error("job %s: failed for good: %s", job.id, current.error)
             return "failed"
-        log.warning("job %s: transient error, retry in %.1f s: %s", job.id, delay, error)
+        log.warning("job %s: %s, next attempt in %.1f s: %s", job.id,
+                    "transient error" if transient else "unexpected error", delay, error)
         return "retrying"
 
     def loop(self, stop: threading.Event) -> None:

@@ -71,6 +71,11 @@ class Progress(Protocol):
 
     def note(self, key: str, value: Any) -> None: ...
 
+    def flush(self, force: bool = False) -> None: ...
+
+    def fence(self) -> None:
+        """Raise ``LeaseLost`` when this worker may no longer write (called before every CVAT write)."""
+
 
 @dataclass
 class MemoryProgress:
@@ -102,6 +107,12 @@ class MemoryProgress:
     def note(self, key: str, value: Any) -> None:
         with self._lock:
             self.notes[key] = value
+
+    def flush(self, force: bool = False) -> None:
+        """Nothing to persist."""
+
+    def fence(self) -> None:
+        """An inline run holds no lease."""
 
 
 @dataclass

@@ -3,9 +3,10 @@ new images and create the next stage's task — idempotently — with its jobs s
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +16,11 @@ import numpy as np
 from bridge.cvat.types import LabelSpec, Shape, TaskInfo
 from bridge.errors import (
     BadAnnotations,
+    BadImage,
     BridgeError,
     Cancelled,
+    CvatRejected,
+    CvatUnavailable,
     LabelMismatch,
     NotFound,
     PermanentError,
@@ -91,9 +95,11 @@ class Outcome:
 
 
 def transform_frames(ctx: StepContext, task: TaskInfo, fn: FrameFn, out_dir: Path, *, concurrency: int) -> Outcome:
-    """Stream the task's original frames (by chunk) through ``fn``; write results under their frame names."""
+    """Stream the task's original frames (by chunk) through ``fn``; write each result under the frame's
+    safe name (``frame_file_names``: unique, no folders, never a path outside ``out_dir``)."""
     frames = ctx.cvat.task_frames(task.id)
     names = {f.frame: f.name for f in frames}
+    files_as = dict(zip(names, frame_file_names(list(names.values()), default_ext(ctx)), strict=True))
     by_frame: dict[int, list[Shape]] = defaultdict(list)
     for shape in ctx.cvat.get_annotations(task_id=task.id).shapes:
         by_frame[shape.frame].append(shape)
@@ -103,11 +109,14 @@ def transform_frames(ctx: StepContext, task: TaskInfo, fn: FrameFn, out_dir: Pat
     def work(frame: int, data: bytes) -> Path:
         image = decode_image(data)
         result = fn(frame, image, by_frame.get(frame, []))
-        name = Path(names[frame]).name
+        name = files_as[frame]
         ext = Path(name).suffix.lower()
         fmt = "png" if ext == ".png" or (not fmt_jpeg and ext not in (".jpg", ".jpeg")) else "jpeg"
         path = out_dir / name
-        path.write_bytes(encode_image(result, fmt, ctx.settings.jpeg_quality))
+        try:
+            path.write_bytes(encode_image(result, fmt, ctx.settings.jpeg_quality))
+        except OSError as exc:  # say what failed without the server's directories
+            raise BadImage(f"could not write the new image {name!r}: {exc.strerror or type(exc).__name__}") from None
         return path
 
     files: dict[int, Path] = {}
@@ -125,22 +134,73 @@ def transform_frames(ctx: StepContext, task: TaskInfo, fn: FrameFn, out_dir: Pat
     return Outcome(files, errors)
 
 
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]+")
+
+
+IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".jp2", ".pbm",
+                        ".pgm", ".ppm"})
+
+
+def default_ext(ctx: StepContext) -> str:
+    return ".jpg" if ctx.settings.image_format == "jpeg" else ".png"
+
+
+def frame_file_names(names: list[str], default_ext: str = ".jpg") -> list[str]:
+    """File names for the next task's frames, in the same order: what CVAT calls each frame, made safe.
+
+    CVAT keeps folders in frame names (``siteA/IMG_0001.png`` and ``siteB/IMG_0001.png`` from a zip or a
+    share) but an upload keeps only base names, which must be unique. A name whose base name is unique
+    stays its base name; otherwise its folders join it (``siteA_IMG_0001.png``). ``.``/``..`` parts,
+    control and reserved characters go; a name without an image extension gets ``default_ext`` (CVAT
+    tells media types by extension); a name still taken gets ``-<n>`` before its extension.
+    """
+    parts = [[p for p in re.split(r"[/\\]+", n or "") if p not in ("", ".", "..")] for n in names]
+    bases = Counter(p[-1] if p else "" for p in parts)
+    out: list[str] = []
+    taken: set[str] = set()
+    for index, segs in enumerate(parts):
+        chosen = "_".join(segs) if segs and bases[segs[-1]] > 1 else (segs[-1] if segs else "")
+        chosen = _UNSAFE.sub("_", chosen).strip(" ").lstrip(".") or f"frame_{index:06d}"
+        stem, ext = _split_ext(chosen)
+        if ext.lower() not in IMAGE_EXTS:
+            stem, ext = stem + ext, default_ext
+        stem = stem[:200]
+        candidate, n = stem + ext, 1
+        while candidate.lower() in taken:
+            n += 1
+            candidate = f"{stem}-{n}{ext}"
+        taken.add(candidate.lower())
+        out.append(candidate)
+    return out
+
+
+def _split_ext(name: str) -> tuple[str, str]:
+    stem, dot, ext = name.rpartition(".")
+    if not dot or not stem or len(ext) > 8:
+        return name, ""
+    return stem, "." + ext
+
+
 def create_next_task(ctx: StepContext, *, source: TaskInfo, target_project: int, stage: str,
                      produce: Callable[[Path], Outcome], then_detect: str | None = None,
                      conv_mask_to_poly: bool = False) -> PipelineResult:
-    """Find-or-create the next task (deterministic name), then start its jobs.
+    """Find-or-create the next task (deterministic name), check it is complete, then start its jobs.
 
     A task this job (an earlier attempt) or an earlier run already created for the same source is
-    reused: a replayed completion never makes a second task. Frames are produced into a temp dir
-    and uploaded in frame order with the source's subset and segment size.
+    reused only when its data is complete (every frame, under the expected names); an incomplete one
+    — a crash during the upload, CVAT still processing a killed attempt's data — is deleted and made
+    again, so a replayed completion never makes a second task nor reports an empty one as done.
+    Frames are produced into a work dir and uploaded in frame order with the source's subset and
+    segment size. The job succeeds only once the task is complete and its jobs are started.
     """
     name = next_task_name(source, stage)
-    created = [o["id"] for o in ctx.previous.get("objects", []) if o.get("kind") == "task"]
-    task = ctx.cvat.get_task(created[-1]) if created else ctx.cvat.find_task(target_project, name)
+    expected = frame_file_names([f.name for f in ctx.cvat.task_frames(source.id)], default_ext(ctx))
+    recorded = [o["id"] for o in ctx.previous.get("objects", []) if o.get("kind") == "task"]
+    task, reused_note = _existing_task(ctx, target_project, name, recorded, expected)
     errors: dict[int, str] = {}
     reused = task is not None
     if task is None:
-        work = Path(tempfile.mkdtemp(prefix=f"{stage}-{source.id}-", dir=_tmp_root(ctx)))
+        work = Path(tempfile.mkdtemp(prefix=work_dir_prefix(ctx), dir=_tmp_root(ctx)))
         try:
             outcome = produce(work)
             errors = outcome.errors
@@ -152,26 +212,92 @@ def create_next_task(ctx: StepContext, *, source: TaskInfo, target_project: int,
                 raise PermanentError("no frame could be processed; no task created")
             ctx.check_cancelled()
             files = [outcome.files[f] for f in sorted(outcome.files)]
+            ctx.progress.note("next_task_frames", len(files))
+
+            def record(task_id: int) -> None:  # before the upload: a crash now leaves a task we recognise
+                if task_id not in recorded:
+                    ctx.progress.created("task", task_id)
+                    ctx.progress.flush(force=True)
+
             task = ctx.cvat.create_task(target_project, name, files, subset=source.subset,
                                         segment_size=source.segment_size or None,
-                                        image_quality=ctx.settings.jpeg_quality)
+                                        image_quality=ctx.settings.jpeg_quality, on_created=record)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        ctx.progress.created("task", task.id)
+        problem = _incomplete(ctx, task, expected, len(files))
+        if problem:
+            raise CvatRejected(f"CVAT created task {task.id} but {problem}")
     else:
         ctx.progress.set_total(0)
-        if not created:
+        if task.id not in recorded:
             ctx.progress.created("task", task.id)
-        ctx.log.info("task %s (%r) already exists for source task %s; reusing it", task.id, name, source.id)
+        ctx.log.info("task %s (%r) already exists for source task %s, complete; reusing it", task.id, name, source.id)
 
     started = _start_jobs(ctx, task, then_detect=then_detect, conv_mask_to_poly=conv_mask_to_poly)
     summary = (f"{'reused' if reused else 'created'} task {task.id} in project {target_project} "
-               f"({task.size} frames); {started}" + (f"; {len(errors)} frames skipped" if errors else ""))
+               f"({task.size} frames); {started}" + (f"; {len(errors)} frames skipped" if errors else "")
+               + (f"; {reused_note}" if reused_note else ""))
     return PipelineResult(summary=summary, created={"tasks": [task.id]}, frames_total=source.size,
                           frames_failed=len(errors))
 
 
+def _existing_task(ctx: StepContext, project: int, name: str, recorded: list[int],
+                   expected: list[str]) -> tuple[TaskInfo | None, str]:
+    """The complete next task made earlier for this source, if any; incomplete ones of ours are deleted."""
+    candidates: list[TaskInfo] = []
+    for task_id in recorded:
+        try:
+            candidates.append(ctx.cvat.get_task(task_id))
+        except NotFound:
+            ctx.log.info("task %s recorded by an earlier attempt is gone", task_id)
+    candidates += [t for t in ctx.cvat.find_tasks(project, name) if t.id not in {c.id for c in candidates}]
+    removed: list[int] = []
+    for task in sorted(candidates, key=lambda t: t.id):
+        if task.project_id not in (None, project) or task.name != name:
+            continue  # a recorded id that is no longer our task (moved or renamed by a person): leave it
+        problem = _incomplete(ctx, task, expected, ctx.previous.get("notes", {}).get("next_task_frames"))
+        if not problem:
+            return task, (f"removed incomplete task(s) {removed}" if removed else "")
+        if task.size and not set(_frame_names(ctx, task)) <= set(expected):
+            raise PermanentError(f"task {task.id} ({name!r}) exists with other frames than the source's: {problem}; "
+                                 "rename or delete it in CVAT, then retry")
+        ctx.log.warning("task %s (%r) is incomplete (%s): deleting it and creating it again", task.id, name, problem)
+        ctx.cvat.delete_task(task.id)
+        removed.append(task.id)
+    return None, (f"removed incomplete task(s) {removed}" if removed else "")
+
+
+def _frame_names(ctx: StepContext, task: TaskInfo) -> list[str]:
+    try:
+        return [f.name for f in ctx.cvat.task_frames(task.id)]
+    except (CvatRejected, PermanentError):
+        return []
+
+
+def _incomplete(ctx: StepContext, task: TaskInfo, expected: list[str], count: int | None) -> str | None:
+    """Why ``task`` is not a complete next-stage task (None when it is): data, frame names, jobs."""
+    if not task.size:
+        return "it has no data (its upload was interrupted or CVAT is still processing it)"
+    names = _frame_names(ctx, task)
+    if len(names) != task.size:
+        return f"its frame list has {len(names)} entries for {task.size} frames"
+    wanted = count if isinstance(count, int) and count > 0 else (None if ctx.settings.partial_tasks
+                                                               else len(expected))
+    if wanted is not None and task.size != wanted:
+        return f"it has {task.size} frames, expected {wanted}"
+    position = {n: i for i, n in enumerate(expected)}
+    if any(n not in position for n in names):
+        return "its frame names are not the source's"
+    if [position[n] for n in names] != sorted(position[n] for n in names):
+        return "its frames are not in the source's order"
+    if not task.job_ids:
+        return "it has no jobs"
+    return None
+
+
 def _start_jobs(ctx: StepContext, task: TaskInfo, *, then_detect: str | None, conv_mask_to_poly: bool) -> str:
+    if not task.job_ids:
+        raise CvatRejected(f"task {task.id} has no jobs; the next stage cannot start")
     if then_detect:
         # Legacy combined routes: detect right here instead of relying on a webhook in the target project.
         from bridge.pipelines.detect import run_detect
@@ -184,7 +310,15 @@ def _start_jobs(ctx: StepContext, task: TaskInfo, *, then_detect: str | None, co
         if ctx.cvat.get_job(job_id).state == "new":  # never reset a job a human already moved on
             ctx.cvat.set_job_state(job_id, "in progress")
             moved += 1
+    still_new = [j for j in task.job_ids if ctx.cvat.get_job(j).state == "new"]
+    if still_new:
+        raise CvatUnavailable(f"jobs {still_new} of task {task.id} are still 'new' after setting them in progress")
     return f"{moved} of {len(task.job_ids)} jobs set to 'in progress'"
+
+
+def work_dir_prefix(ctx: StepContext) -> str:
+    """Work dirs are named after their job so that a later attempt (or the sweep) can remove a crashed one's."""
+    return f"job{ctx.job_id}-" if ctx.job_id is not None else "inline-"
 
 
 def _tmp_root(ctx: StepContext) -> str:

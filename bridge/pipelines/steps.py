@@ -4,13 +4,15 @@ clean up what earlier runs wrote, report unmatched labels."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
 from bridge.cvat.types import Shape, Tag
-from bridge.errors import BridgeError, Cancelled
+from bridge.errors import BridgeError, CvatUnavailable
 from bridge.pipelines.base import StepContext
+from bridge.pipelines.reconcile import PENDING_KEY, Intent, missing, written_ids
 
 R = TypeVar("R")
 
@@ -30,21 +32,23 @@ def map_frames(
     """
     limit = max(1, concurrency) * 2
     pending: dict[Future, int] = {}
-    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="frames") as pool:
-        try:
-            for frame, data in frames:
-                ctx.check_cancelled()
-                while len(pending) >= limit:
-                    yield from _drain(pending, block=True)
-                pending[pool.submit(work, frame, data)] = frame
-                yield from _drain(pending, block=False)
-            while pending:
-                ctx.check_cancelled()
+    pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="frames")
+    try:
+        for frame, data in frames:
+            ctx.check_cancelled()
+            while len(pending) >= limit:
                 yield from _drain(pending, block=True)
-        except (Cancelled, GeneratorExit):
-            for fut in pending:
-                fut.cancel()
-            raise
+            pending[pool.submit(work, frame, data)] = frame
+            yield from _drain(pending, block=False)
+        while pending:
+            ctx.check_cancelled()
+            yield from _drain(pending, block=True)
+    finally:
+        # Never wait here for calls in flight: a cancelled or timed-out job stops now; a call still
+        # running ends by its own deadline, and nothing it returns is written.
+        for fut in pending:
+            fut.cancel()
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _drain(pending: dict[Future, int], *, block: bool) -> Iterator[tuple[int, Any]]:
@@ -68,7 +72,16 @@ class ShapeWriter:
     returns, and the frames whose shapes are all written are checkpointed in the job notes
     (``done_key``), so a retried attempt resumes instead of writing twice. ``flush()`` writes the
     rest, waits, and raises the first write error.
+
+    Lost answers: each batch is recorded as an intent (``bridge.pipelines.reconcile``) before it is
+    sent. When CVAT's answer is lost (timeout, 5xx from a proxy, reset), what CVAT holds on those frames
+    is read back and only the objects it lacks are written. When the process died instead, the next
+    attempt's writer finds the intent and records the objects CVAT did create as this job's (the
+    pipeline then replaces them with the frames it redoes): never a duplicate, never a gap.
     """
+
+    reconcile_tries: int = 4
+    reconcile_wait: float = 1.0
 
     def __init__(self, ctx: StepContext, job_id: int, *, batch_size: int, done_key: str = "frames_done",
                  early: int = 250):
@@ -86,6 +99,27 @@ class ShapeWriter:
         self._writes: list[Future] = []
         self.written = 0
         self.ids: list[int] = []
+        self.recover_lost_write()
+
+    def _known_ids(self) -> set[int]:
+        objects = [*self.ctx.previous.get("objects", []), *getattr(self.ctx.progress, "objects", [])]
+        return {int(o["id"]) for o in objects if o.get("kind") == "shape"} | set(self.ids)
+
+    def recover_lost_write(self) -> list[int]:
+        """An earlier attempt died with a write in flight: record what CVAT created from it as this
+        job's objects (so the resumed pipeline treats them like the rest of that attempt's output)."""
+        intent = Intent.from_note(self.ctx.previous.get("notes", {}).get(PENDING_KEY))
+        if intent is None:
+            return []
+        found = written_ids(self.ctx.cvat.get_annotations(job_id=self.job_id), intent, self._known_ids())
+        for object_id in found:
+            self.ctx.progress.created("shape", object_id)
+        self.ctx.previous.setdefault("objects", []).extend({"kind": "shape", "id": i} for i in found)
+        self.ctx.progress.note(PENDING_KEY, None)
+        if found:
+            self.ctx.log.info("job %s: an earlier attempt's last write reached CVAT (%d objects); "
+                              "treating them as that attempt's", self.job_id, len(found))
+        return found
 
     def add(self, frame: int, shapes: Sequence[Shape], tags: Sequence[Tag] = ()) -> None:
         self._raise_failed()
@@ -127,15 +161,44 @@ class ShapeWriter:
 
     def _write(self, shapes: list[Shape], tags: list[Tag], frames: set[int]) -> None:
         if shapes or tags:
-            ids = self.ctx.cvat.create_shapes(self.job_id, shapes, tags, batch_size=self.batch_size)
-            for object_id in ids:
-                self.ctx.progress.created("shape", object_id)
+            ids = self._create(shapes, tags)
             self.written += len(ids)
             self.ids.extend(ids)
         if frames:
             self.frames_done |= frames
             self.ctx.progress.note(self.done_key, sorted(self.frames_done))
             self.written_frames(frames)
+
+    def _create(self, shapes: list[Shape], tags: list[Tag]) -> list[int]:
+        """Write one batch exactly once, whatever happens to CVAT's answers; returns the new ids."""
+        progress = self.ctx.progress
+        progress.note(PENDING_KEY, Intent.of(shapes, tags).to_note())  # durable before the write
+        ids: list[int] = []
+        for attempt in range(self.reconcile_tries + 1):
+            try:
+                new = self.ctx.cvat.create_shapes(self.job_id, shapes, tags, batch_size=self.batch_size)
+            except CvatUnavailable as exc:
+                # CVAT may have applied the write: look before writing again (a failed read raises,
+                # and the next attempt of the job reconciles from the recorded intent)
+                if attempt == self.reconcile_tries:
+                    raise
+                self.ctx.log.warning("job %s: answer to a write of %d objects lost (%s); checking what CVAT "
+                                     "holds", self.job_id, len(shapes) + len(tags), exc)
+                time.sleep(self.reconcile_wait * (2 ** attempt))
+                found, shapes, tags = missing(shapes, tags, self.ctx.cvat.get_annotations(job_id=self.job_id),
+                                              self._known_ids() | set(ids))
+                ids += found
+                for object_id in found:
+                    progress.created("shape", object_id)
+                if not shapes and not tags:
+                    break
+                continue
+            ids += new
+            for object_id in new:
+                progress.created("shape", object_id)
+            break
+        progress.note(PENDING_KEY, None)
+        return ids
 
     def written_frames(self, frames: set[int]) -> None:
         """Hook: ``frames`` are written and checkpointed (runs on the writer thread)."""

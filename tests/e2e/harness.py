@@ -18,6 +18,7 @@ from bridge.app.settings import Settings
 from bridge.jobs.store import JobStore
 from tests.doubles.cvat_double import Costs, CvatDouble
 from tests.doubles.cvat_double.server import ServerThread
+from tests.doubles.fault_proxy import FaultProxy
 from tests.doubles.function_server import LoadedFunction, free_port, serve_in_thread
 
 SECRET = "bridge-secret"
@@ -31,6 +32,7 @@ class Stack:
     functions_url: str
     settings: Settings
     store: JobStore
+    proxy: FaultProxy
     http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30))
 
     def hook(self, project_id: int, route: str, events: list[str], **params: Any) -> int:
@@ -82,10 +84,14 @@ class Stack:
 def running_stack(tmp_path: Path, functions: dict[str, LoadedFunction], *, workers: int = 2,
                   costs: Costs | None = None, function_workers: int = 2,
                   **settings_kw: Any) -> Iterator[Stack]:
-    """Start the double, the function server (``<url>/<name>``) and the bridge wired together."""
-    with CvatDouble(costs=costs) as cvat, serve_in_thread(functions, max_workers=function_workers) as fn_url:
+    """Start the double, the function server (``<url>/<name>``) and the bridge wired together.
+
+    The bridge reaches CVAT through a ``FaultProxy`` (``stack.proxy``) that relays everything until a
+    test arms a fault on a request."""
+    with CvatDouble(costs=costs) as cvat, serve_in_thread(functions, max_workers=function_workers) as fn_url, \
+            FaultProxy(int(cvat.url.rsplit(":", 1)[1])) as proxy:
         base: dict[str, Any] = dict(
-            webhook_secret=SECRET, data_dir=tmp_path / "data", cvat_url=cvat.url,
+            webhook_secret=SECRET, data_dir=tmp_path / "data", cvat_url=proxy.url,
             cvat_username="bridge-bot", cvat_password="bridge-pass",
             nuclio_function_url=fn_url + "/{name}", nuclio_dashboard_url=f"http://127.0.0.1:{free_port()}",
             nuclio_concurrency=function_workers, workers=workers, poll_seconds=0.05,
@@ -97,7 +103,7 @@ def running_stack(tmp_path: Path, functions: dict[str, LoadedFunction], *, worke
         app = create_app(settings, store=store)
         server = ServerThread(app, lifespan="on", name="bridge-http")  # lifespan starts the workers
         server.start(timeout=20)
-        stack = Stack(cvat=cvat, bridge_url=f"http://127.0.0.1:{server.port}", functions_url=fn_url,
+        stack = Stack(cvat=cvat, bridge_url=f"http://127.0.0.1:{server.port}", functions_url=fn_url, proxy=proxy,
                       settings=settings, store=store)
         try:
             yield stack

@@ -155,5 +155,6 @@ def test_an_unknown_function_fails_the_job_with_a_cvat_issue(stack: Stack) -> No
     (job,) = scene.start(expect=1)
     assert job["status"] == "failed" and "no-such-sam" in (job["error"] or "")
     assert sorted(s["id"] for s in scene.shapes()) == sorted(prompts)  # nothing deleted
-    issues = stack.cvat.issues(job_id=scene.job)
-    assert issues and "sam2_refine" in issues[-1]["message"]
+    # the issue is opened right after the job is marked failed (the worker's finish hook)
+    issues = stack.wait_for(lambda: stack.cvat.issues(job_id=scene.job), 10, "the failure's CVAT issue")
+    assert "sam2_refine" in issues[-1]["message"]

@@ -15,9 +15,9 @@ from tests.jobs.conftest import enqueue
 
 
 def test_migrations_are_applied_and_idempotent(store, store_url):
-    assert current(store.engine) == "0001_jobs"
+    assert current(store.engine) == "0002_fencing_and_outages"
     JobStore(store_url).close()  # running the migration again is a no-op
-    assert current(store.engine) == "0001_jobs"
+    assert current(store.engine) == "0002_fencing_and_outages"
 
 
 def test_dedupe(store):
@@ -65,19 +65,46 @@ def test_heartbeat_extends_lease_and_reports_cancel(store):
     assert store.heartbeat(jid, "w", 60) == (True, True)
 
 
-def test_requeue_backoff_and_give_up(store):
-    jid = enqueue(store, "a", max_attempts=2).job_id
-    store.claim("w", 30)
-    delay = store.requeue(jid, "w", "CVAT down", base=10, cap=20)
-    assert 0 <= delay <= 10
-    job = store.get(jid)
-    assert job.status == "queued" and job.error == "CVAT down"
+def _due_now(store, jid):
     with store._tx() as s:
         s.execute(update(Job).where(Job.id == jid).values(available_at=utcnow()))
+
+
+def test_unexpected_errors_back_off_and_give_up_after_max_attempts(store):
+    jid = enqueue(store, "a", max_attempts=2).job_id
     store.claim("w", 30)
-    assert store.requeue(jid, "w", "CVAT down", base=10, cap=20) is None
+    delay = store.requeue(jid, "w", "KeyError: 'x'", base=10, cap=20, transient=False)
+    assert 5 <= delay <= 10  # equal jitter: at least half the step
     job = store.get(jid)
-    assert job.status == "failed" and "gave up after 2 attempts" in job.error
+    assert job.status == "queued" and job.error == "KeyError: 'x'" and job.failures == 1
+    _due_now(store, jid)
+    store.claim("w", 30)
+    assert store.requeue(jid, "w", "KeyError: 'x'", base=10, cap=20, transient=False) is None
+    job = store.get(jid)
+    assert job.status == "failed" and "gave up after 2 failed attempts" in job.error
+
+
+def test_transient_errors_retry_for_the_whole_window_not_a_count(store):
+    """An outage is not a failure: many more attempts than max_attempts, growing delays, until the window ends."""
+    jid = enqueue(store, "a", max_attempts=2).job_id
+    delays = []
+    for _ in range(8):
+        store.claim("w", 30)
+        delays.append(store.requeue(jid, "w", "CVAT down", base=1, cap=16, transient=True, window=3600))
+        job = store.get(jid)
+        assert job.status == "queued" and job.error == "CVAT down"
+        assert store.list(JobFilter(status="waiting"))[1] == 1  # visible as waiting, with its next attempt
+        _due_now(store, jid)
+    assert all(d is not None for d in delays)
+    steps = [min(16, 2 ** i) for i in range(8)]
+    assert all(step / 2 <= d <= step for d, step in zip(delays, steps, strict=True))
+    # the window has passed: the next transient error fails the job with the reason and the window
+    with store._tx() as s:
+        s.execute(update(Job).where(Job.id == jid).values(retry_until=utcnow() - timedelta(seconds=1)))
+    store.claim("w", 30)
+    assert store.requeue(jid, "w", "CVAT down", base=1, cap=16, transient=True, window=3600) is None
+    job = store.get(jid)
+    assert job.status == "failed" and "CVAT down" in job.error and "1 h" in job.error
 
 
 def test_not_due_jobs_wait(store):
@@ -94,6 +121,35 @@ def test_retry_resets_attempts(store):
     job = store.retry(jid)
     assert job.status == "queued" and job.attempts == 0 and job.error is None
     assert store.claim("w", 30).id == jid
+
+
+def test_a_user_retry_drops_checkpoints_but_keeps_created_objects(store):
+    """A retry the user asks for runs again: the checkpoint that made a re-run a no-op is gone."""
+    jid = enqueue(store, "a").job_id
+    job = store.claim("w", 30)
+    store.save_progress(jid, "w", total=3, done=3, frame_errors={1: "bad"}, objects=[{"kind": "shape", "id": 9}],
+                        notes={"frames_done": [0, 1, 2]}, token=job.lease_token)
+    store.succeed(jid, "w", "3 frames", token=job.lease_token)
+    job = store.retry(jid)
+    assert job.notes == {} and job.frame_errors == {} and job.progress_done == 0
+    assert job.objects == [{"kind": "shape", "id": 9}]  # the re-run replaces what it wrote before
+
+
+def test_fencing_token_rejects_the_previous_holder(store):
+    """A worker frozen past its lease is fenced off as soon as another worker claims the job."""
+    jid = enqueue(store, "a").job_id
+    first = store.claim("frozen", 0.01)
+    time.sleep(0.05)
+    assert store.lease_left(jid, "frozen", first.lease_token) < 0  # expired: the fence refuses writes
+    second = store.claim("w2", 30)
+    assert second.id == jid and second.lease_token == first.lease_token + 1
+    assert store.lease_left(jid, "frozen", first.lease_token) is None
+    assert store.heartbeat(jid, "frozen", 30, token=first.lease_token)[0] is False
+    assert not store.save_progress(jid, "frozen", total=1, done=1, frame_errors={}, objects=[], notes={},
+                                   token=first.lease_token)
+    assert not store.succeed(jid, "frozen", "late", token=first.lease_token)
+    assert store.lease_left(jid, "w2", second.lease_token) > 25
+    assert store.get(jid).failures == 1  # a dead or frozen worker counts against max_attempts
 
 
 def test_progress_is_saved(store):

@@ -57,20 +57,22 @@ def test_permanent_error_fails_with_reason(store):
     assert job.status == "failed" and "counter-clockwise" in job.error and job.attempts == 1
 
 
-def test_transient_error_retries_then_fails(store):
-    jid = enqueue(store, "a", max_attempts=3).job_id
+def test_transient_errors_keep_retrying_until_the_window_ends(store):
+    """A function or CVAT outage retries past max_attempts (bounded by time, not count), then fails."""
+    jid = enqueue(store, "a", max_attempts=2).job_id
     calls = []
 
     def runner(job, progress, cancel):
         calls.append(job.attempts)
         raise FunctionUnavailable("function 'm' busy (503)")
 
-    w = _worker(store, runner)
-    while w.run_once():
-        pass
+    w = _worker(store, runner, retry_window=0.5)
+    deadline = time.monotonic() + 20
+    while store.get(jid).status != "failed" and time.monotonic() < deadline:
+        w.run_once()
     job = store.get(jid)
-    assert calls == [1, 2, 3]
-    assert job.status == "failed" and "gave up after 3 attempts" in job.error
+    assert len(calls) > 2 and calls == list(range(1, len(calls) + 1))
+    assert job.status == "failed" and "busy (503)" in job.error and "BRIDGE_RETRY_WINDOW_SECONDS" in job.error
 
 
 def test_transient_then_success(store):

@@ -1,0 +1,42 @@
+"""``FencedCvat``: the CVAT client a pipeline step gets, with the job's lease checked before every write.
+
+Reads pass straight through. Each call that changes CVAT (shapes, tasks, job states, issues) first
+calls ``fence()`` — the worker's lease check — so a worker that froze past its lease, and may have
+been replaced by another, stops before writing instead of writing a second time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bridge.cvat.client import CvatClient
+
+WRITES = frozenset({"create_shapes", "delete_shapes", "create_task", "set_job_state", "create_issue",
+                    "delete_task"})
+
+
+class FencedCvat:
+    """Delegates to ``client``; the methods named in ``WRITES`` call ``fence()`` first."""
+
+    def __init__(self, client: CvatClient, fence: Callable[[], None]):
+        self._client = client
+        self._fence = fence
+
+    @property
+    def unfenced(self) -> CvatClient:
+        return self._client
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if name not in WRITES:
+            return attr
+        fence = self._fence
+
+        def fenced(*args: Any, **kwargs: Any) -> Any:
+            fence()
+            return attr(*args, **kwargs)
+
+        fenced.__name__ = name
+        return fenced
