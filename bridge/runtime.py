@@ -11,6 +11,7 @@ import logging
 import re
 import shutil
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from bridge.errors import BridgeError, Cancelled, PermanentError
@@ -65,7 +66,10 @@ class Runtime:
                 client.close()
 
     # --- running --------------------------------------------------------------------------------
-    def context_for(self, job: Job, progress: Progress, cancel: threading.Event) -> StepContext:
+    def context_for(self, job: Job, progress: Progress, cancel: threading.Event,
+                    deadline: float | None = None) -> StepContext:
+        """The step context of one attempt: the CVAT client fenced by the job's lease, the Nuclio client
+        bounded by the attempt's ``deadline`` (``time.monotonic()``; AUTO_ANN_TIMEOUT from the start)."""
         trigger = Trigger.from_dict(job.trigger)
         previous: dict[str, Any] = {"objects": list(job.objects or []), "notes": dict(job.notes or {})}
         if self.store is not None:
@@ -77,7 +81,7 @@ class Runtime:
             params=parse_params(job.pipeline, job.params, self.settings.extra_pipelines),
             settings=self.settings,
             cvat=FencedCvat(self.cvat, progress.fence),  # type: ignore[arg-type]
-            nuclio=self.nuclio,
+            nuclio=self.nuclio.with_deadline(deadline) if deadline is not None else self.nuclio,
             progress=progress,
             job_id=job.id,
             cancel_event=cancel,
@@ -113,7 +117,7 @@ class Runtime:
         """``JobRunner`` for the worker: one attempt of one job, bounded by AUTO_ANN_TIMEOUT."""
         self.sweep_work_dirs(job)
         pipeline = load_pipeline(job.pipeline, self.settings.extra_pipelines)
-        ctx = self.context_for(job, progress, cancel)
+        ctx = self.context_for(job, progress, cancel, deadline=time.monotonic() + self.settings.auto_ann_timeout)
         timed_out = threading.Event()
 
         def _expire() -> None:

@@ -41,6 +41,8 @@ class Job(Base):
     """Attempts that ended in an unexpected error or with a dead worker (bounded by ``max_attempts``)."""
     retry_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     """Transient errors (outages) are retried until then; set by the first one of a run."""
+    claim_mark: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """``progress_done + len(objects)`` when the current attempt was claimed."""
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     project_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
     task_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)

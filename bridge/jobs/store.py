@@ -229,8 +229,9 @@ class JobStore:
         """Take the oldest runnable job: queued and due, or running with an expired lease (its worker died).
 
         Every claim increments ``lease_token`` (the fencing token): a worker holds the lease only while
-        the row still carries the token it claimed with. A job whose workers died ``max_attempts``
-        times fails instead of being claimed again (a job that kills its worker must not loop forever).
+        the row still carries the token it claimed with. A job whose workers died ``max_attempts`` times
+        without progress fails instead of being claimed again (a job that kills its worker must not
+        loop forever).
         """
         now = utcnow()
         for _ in range(5):  # a lost single-flight race just means: try the next candidate
@@ -258,15 +259,23 @@ class JobStore:
                         return None
                     orphan = job.status == "running"
                     job.lease_token = (job.lease_token or 0) + 1  # fences off the previous holder
+                    mark = (job.progress_done or 0) + len(job.objects or [])
                     if orphan:
-                        log.warning("job %s: lease of worker %s expired; reclaiming", job.id, job.worker_id)
-                        job.failures = (job.failures or 0) + 1
+                        # A worker that died (or froze) counts against max_attempts only when its attempt
+                        # got nowhere: a job that kills its worker loops no more than that, while one whose
+                        # workers are killed from outside (deploys, OOM of a neighbour) keeps resuming.
+                        stuck = mark <= (job.claim_mark or 0)
+                        log.warning("job %s: lease of worker %s expired; reclaiming (%s)", job.id, job.worker_id,
+                                    "no progress" if stuck else "it had made progress")
+                        job.failures = (job.failures or 0) + int(stuck)
+                    job.claim_mark = mark
                     if job.cancel_requested:
                         self._finish(job, "cancelled", error="cancelled before it ran")
                         continue
                     if orphan and job.failures >= job.max_attempts:
                         self._finish(job, "failed", error=f"gave up: its worker died or froze past its lease "
-                                                          f"{job.failures} times (BRIDGE_MAX_ATTEMPTS)")
+                                                          f"{job.failures} times without progress "
+                                                          "(BRIDGE_MAX_ATTEMPTS)")
                         continue
                     job.attempts += 1
                     job.status = "running"

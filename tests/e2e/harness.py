@@ -22,6 +22,7 @@ from tests.doubles.fault_proxy import FaultProxy
 from tests.doubles.function_server import LoadedFunction, free_port, serve_in_thread
 
 SECRET = "bridge-secret"
+API_TOKEN = "e2e-api-token"  # retry/cancel over HTTP need BRIDGE_API_TOKEN; Stack.http sends it
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
@@ -33,7 +34,8 @@ class Stack:
     settings: Settings
     store: JobStore
     proxy: FaultProxy
-    http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30))
+    http: httpx.Client = field(default_factory=lambda: httpx.Client(
+        timeout=30, headers={"Authorization": f"Bearer {API_TOKEN}"}))
 
     def hook(self, project_id: int, route: str, events: list[str], **params: Any) -> int:
         """Add a project webhook pointing at a bridge route, as a user would in CVAT's UI."""
@@ -95,7 +97,7 @@ def running_stack(tmp_path: Path, functions: dict[str, LoadedFunction], *, worke
             cvat_username="bridge-bot", cvat_password="bridge-pass",
             nuclio_function_url=fn_url + "/{name}", nuclio_dashboard_url=f"http://127.0.0.1:{free_port()}",
             nuclio_concurrency=function_workers, workers=workers, poll_seconds=0.05,
-            retry_base_seconds=0.05, retry_max_seconds=0.2, report_issues=True,
+            retry_base_seconds=0.05, retry_max_seconds=0.2, report_issues=True, api_token=API_TOKEN,
         )
         base.update(settings_kw)
         settings = Settings(_env_file=None, **base)
@@ -115,7 +117,12 @@ def running_stack(tmp_path: Path, functions: dict[str, LoadedFunction], *, worke
 
 def annotate(stack: Stack, job_id: int, shapes: list) -> list[int]:
     """Draw ``shapes`` (``bridge.cvat.types.Shape``, source "manual") in a job, as an annotator would."""
+    return annotate_with(stack.settings.cvat_url, job_id, shapes)
+
+
+def annotate_with(cvat_url: str, job_id: int, shapes: list) -> list[int]:
+    """``annotate`` against the CVAT (double) at ``cvat_url``."""
     from bridge.cvat.client import CvatClient
 
-    with CvatClient.from_settings(stack.settings) as client:
+    with CvatClient(cvat_url, username="bridge-bot", password="bridge-pass") as client:
         return client.create_shapes(job_id, shapes, [], batch_size=500)

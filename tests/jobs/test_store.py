@@ -149,7 +149,28 @@ def test_fencing_token_rejects_the_previous_holder(store):
                                    token=first.lease_token)
     assert not store.succeed(jid, "frozen", "late", token=first.lease_token)
     assert store.lease_left(jid, "w2", second.lease_token) > 25
-    assert store.get(jid).failures == 1  # a dead or frozen worker counts against max_attempts
+    assert store.get(jid).failures == 1  # a dead or frozen worker that got nowhere counts against max_attempts
+
+
+def test_a_killed_worker_that_made_progress_does_not_count_as_a_failure(store):
+    """External kills (deploys, a neighbour's OOM) must not fail a job that keeps resuming."""
+    jid = enqueue(store, "a", max_attempts=2).job_id
+    for n in range(1, 6):
+        job = store.claim(f"w{n}", 0.01)
+        assert job is not None and job.id == jid
+        store.save_progress(jid, f"w{n}", total=10, done=n, frame_errors={}, token=job.lease_token,
+                            objects=[{"kind": "shape", "id": i} for i in range(n)], notes={})
+        time.sleep(0.03)  # the worker dies: its lease expires
+    job = store.claim("last", 30)
+    assert job is not None and job.failures == 0 and job.attempts == 6
+    time.sleep(0.01)
+    store.save_progress(jid, "last", total=10, done=0, frame_errors={}, objects=job.objects, notes={},
+                        token=job.lease_token)
+    for n in range(2):  # then it dies twice more without getting anywhere: max_attempts=2 ends it
+        with store._tx() as s:
+            s.execute(update(Job).where(Job.id == jid).values(lease_until=utcnow() - timedelta(seconds=1)))
+        claimed = store.claim(f"x{n}", 30)
+    assert claimed is None and store.get(jid).status == "failed" and "without progress" in store.get(jid).error
 
 
 def test_progress_is_saved(store):

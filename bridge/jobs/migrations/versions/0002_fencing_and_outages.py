@@ -21,10 +21,13 @@ def upgrade() -> None:
         batch.add_column(sa.Column("failures", sa.Integer, nullable=False, server_default="0"))
         # transient errors (CVAT/Nuclio outages) retry until then; set by the first one
         batch.add_column(sa.Column("retry_until", sa.DateTime(timezone=True), nullable=True))
+        # progress_done + objects recorded when the attempt was claimed: did a dead worker's attempt get anywhere?
+        batch.add_column(sa.Column("claim_mark", sa.Integer, nullable=False, server_default="0"))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("bridge_jobs") as batch:
+        batch.drop_column("claim_mark")
         batch.drop_column("retry_until")
         batch.drop_column("failures")
         batch.drop_column("lease_token")
