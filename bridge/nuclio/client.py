@@ -8,38 +8,49 @@ One ``NuclioClient`` is shared by the worker threads. Each call:
 4. retries connection errors, timeouts, 408/502/503/504 with full-jitter exponential backoff,
 5. checks the JSON shape and maps results back to the original resolution (``scaling``).
 
-Errors: ``FunctionUnavailable`` (transient: unreachable, busy, timed out) and ``FunctionFailed``
-(permanent: 4xx/5xx, invalid JSON, wrong shape, body too large even after shrinking).
+Time: one attempt (connect, send, wait, read) gets at most the function's timeout in total, the
+whole call at most ``attempts x timeout`` (backoff included), and never more than the caller's
+``deadline`` (a ``time.monotonic()`` value: per call, or for every call of a ``with_deadline`` view).
+Answers are streamed and refused past ``max_response_bytes``. The dashboard is asked for metadata
+only when one is configured (``dashboard_url``; ``from_settings`` decides, see ``configured_dashboard``).
+
+Errors: ``FunctionUnavailable`` (transient: unreachable, busy, timed out, deadline passed) and
+``FunctionFailed`` (permanent: 4xx/5xx, invalid JSON, wrong shape, body too large even after
+shrinking, answer too large).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import copy
 import json
 import logging
 import math
+import random
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Literal
 
 import httpx
 import numpy as np
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_random_exponential,
-)
 
 from bridge.errors import BadImage, FunctionFailed, FunctionUnavailable
 from bridge.geometry.rle import crop_to_cvat_rle
 from bridge.nuclio import images, scaling
 from bridge.nuclio.metadata import parse_function_config
 from bridge.nuclio.scaling import Scale
+from bridge.nuclio.transport import (
+    Answer,
+    AnswerTooLarge,
+    DeadlineClock,
+    DeadlinePassed,
+    DeadlineTransport,
+    read_answer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,21 +62,24 @@ _RETRY_REASONS: dict[int, tuple[str, Literal["unreachable", "busy", "timeout"]]]
 }
 RETRY_STATUSES = frozenset(_RETRY_REASONS)
 NUCLIO_DEFAULT_MAX_BODY = 4 * 1024 * 1024
+DEFAULT_MAX_RESPONSE = 128 * 1024 * 1024  # LaMa's PNG of a 20 MP frame is ~40-55 MiB as base64
 CONNECT_TIMEOUT = 5.0
 DASHBOARD_MARGIN = 5.0  # the dashboard needs a little longer than the invoke timeout it relays
 INFO_TIMEOUT = 5.0
 UNKNOWN_TTL = 60.0  # seconds before asking the dashboard again about a function it did not know
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 _EXCERPT = 300
+_Kind = Literal["unreachable", "busy", "timeout", "deadline"]
 
 
 class _Retryable(Exception):
-    """One failed attempt worth retrying; ``reason`` ends up in ``FunctionUnavailable``.
+    """One failed attempt; ``reason`` ends up in ``FunctionUnavailable``.
 
-    ``kind`` is ``"unreachable"``, ``"busy"`` or ``"timeout"`` and picks the advice given.
+    ``kind`` is ``"unreachable"``, ``"busy"``, ``"timeout"`` or ``"deadline"`` (the caller's
+    deadline passed: not retried) and picks the advice given.
     """
 
-    def __init__(self, reason: str, kind: Literal["unreachable", "busy", "timeout"]):
+    def __init__(self, reason: str, kind: _Kind):
         super().__init__(reason)
         self.reason = reason
         self.kind = kind
@@ -93,7 +107,7 @@ class NuclioClient:
         *,
         invoke_method: Literal["direct", "dashboard"] = "direct",
         function_url: str = "http://nuclio-nuclio-{name}:8080",
-        dashboard_url: str = "http://nuclio:8070",
+        dashboard_url: str | None = "http://nuclio:8070",
         namespace: str = "nuclio",
         project: str = "cvat",
         timeout: float = 120.0,
@@ -101,6 +115,7 @@ class NuclioClient:
         concurrency: int = 2,
         function_concurrency: Mapping[str, int] = _EMPTY,
         max_body_bytes: int = 32 * 1024 * 1024,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE,
         retries: int = 4,
         backoff_base: float = 0.5,
         backoff_max: float = 10.0,
@@ -108,17 +123,20 @@ class NuclioClient:
     ):
         if invoke_method not in ("direct", "dashboard"):
             raise ValueError(f"invoke_method must be 'direct' or 'dashboard', not {invoke_method!r}")
-        if timeout <= 0 or concurrency < 1 or retries < 0 or max_body_bytes < 1024:
+        if timeout <= 0 or concurrency < 1 or retries < 0 or max_body_bytes < 1024 or max_response_bytes < 1024:
             raise ValueError(
-                f"need timeout > 0, concurrency >= 1, retries >= 0, max_body_bytes >= 1024 "
-                f"(got {timeout}, {concurrency}, {retries}, {max_body_bytes})"
+                f"need timeout > 0, concurrency >= 1, retries >= 0, max_body_bytes >= 1024, "
+                f"max_response_bytes >= 1024 (got {timeout}, {concurrency}, {retries}, {max_body_bytes}, "
+                f"{max_response_bytes})"
             )
+        if invoke_method == "dashboard" and not dashboard_url:
+            raise ValueError("invoke_method 'dashboard' needs a dashboard_url")
         bad = {k: v for k, v in function_concurrency.items() if int(v) < 1}
         if bad:
             raise ValueError(f"function_concurrency values must be >= 1: {bad}")
         self.invoke_method = invoke_method
         self.function_url = function_url.rstrip("/")
-        self.dashboard_url = dashboard_url.rstrip("/")
+        self.dashboard_url = dashboard_url.rstrip("/") if dashboard_url else None
         self.namespace = namespace
         self.project = project
         self.timeout = float(timeout)
@@ -126,15 +144,20 @@ class NuclioClient:
         self.concurrency = int(concurrency)
         self.function_concurrency = {k: int(v) for k, v in function_concurrency.items()}
         self.max_body_bytes = int(max_body_bytes)
+        self.max_response_bytes = int(max_response_bytes)
         self.retries = int(retries)
         self.backoff_base = float(backoff_base)
         self.backoff_max = float(backoff_max)
         pool = max(16, 2 * (self.concurrency + sum(self.function_concurrency.values())))
+        limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
+        self._clock = DeadlineClock()
         self._http = httpx.Client(
-            transport=transport,
-            limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
+            transport=transport if transport is not None else DeadlineTransport(limits, self._clock),
+            limits=limits,
             timeout=httpx.Timeout(self.timeout, connect=min(CONNECT_TIMEOUT, self.timeout)),
         )
+        self._deadline: float | None = None  # set on ``with_deadline`` views
+        self._owner = True
         self._lock = threading.Lock()
         self._slots: dict[str, threading.BoundedSemaphore] = {}
         self._info: dict[str, tuple[float, dict[str, Any] | None]] = {}
@@ -145,7 +168,7 @@ class NuclioClient:
         kwargs: dict[str, Any] = {
             "invoke_method": settings.nuclio_invoke_method,
             "function_url": settings.nuclio_function_url,
-            "dashboard_url": settings.resolved_dashboard_url,
+            "dashboard_url": configured_dashboard(settings),
             "namespace": settings.nuclio_namespace,
             "project": settings.nuclio_project,
             "timeout": settings.nuclio_timeout,
@@ -153,6 +176,7 @@ class NuclioClient:
             "concurrency": settings.nuclio_concurrency,
             "function_concurrency": settings.nuclio_function_concurrency,
             "max_body_bytes": settings.nuclio_max_body_bytes,
+            "max_response_bytes": settings.nuclio_max_response_bytes,
             "retries": settings.nuclio_retries,
         }
         kwargs.update(overrides)
@@ -160,7 +184,18 @@ class NuclioClient:
 
     # --- lifecycle ------------------------------------------------------------------------------
     def close(self) -> None:
-        self._http.close()
+        """Close the connections (a ``with_deadline`` view leaves them to the client it came from)."""
+        if self._owner:
+            self._http.close()
+
+    def with_deadline(self, deadline: float | None) -> NuclioClient:
+        """A view of this client whose every call ends by ``deadline`` (``time.monotonic()``), e.g. a
+        job attempt's end. It shares connections, slots and metadata with this client, holds no thread
+        state (safe to hand to pool threads) and closing it is a no-op."""
+        view = copy.copy(self)
+        view._deadline = deadline
+        view._owner = False
+        return view
 
     def __enter__(self) -> NuclioClient:
         return self
@@ -216,8 +251,11 @@ class NuclioClient:
 
         Shape: ``{"name", "type", "spec" (labels list or None), "max_workers", "event_timeout"
         (seconds or None), "max_body" (bytes or None), "problems" (list of strings)}``.
-        Answers are cached for the client's life, ``None`` for ``UNKNOWN_TTL`` seconds.
+        Answers are cached for the client's life, ``None`` for ``UNKNOWN_TTL`` seconds. Without a
+        configured dashboard (``dashboard_url`` None) it is ``None`` at once, without a request.
         """
+        if self.dashboard_url is None:
+            return None
         now = time.monotonic()
         with self._lock:
             cached = self._info.get(function)
@@ -252,7 +290,10 @@ class NuclioClient:
         return parse_function_config(config, function)
 
     def dashboard_functions(self) -> list[str] | None:
-        """Names of the functions the Nuclio dashboard lists for this project, None when it does not answer."""
+        """Names of the functions the Nuclio dashboard lists for this project, None when it does not answer
+        (or none is configured: then without a request)."""
+        if self.dashboard_url is None:
+            return None
         try:
             resp = self._http.get(f"{self.dashboard_url}/api/functions", headers=self._dashboard_headers(),
                                   timeout=INFO_TIMEOUT)
@@ -318,18 +359,30 @@ class NuclioClient:
         return problems
 
     # --- raw invocation -------------------------------------------------------------------------
-    def invoke(self, function: str, payload: dict, *, timeout: float | None = None) -> Any:
+    def invoke(self, function: str, payload: dict, *, timeout: float | None = None,
+               deadline: float | None = None) -> Any:
         """POST ``payload`` as JSON; return the decoded JSON answer (see the module docstring)."""
         body = json.dumps(payload, separators=(",", ":")).encode()
         try:
-            return self._invoke_body(function, body, timeout)
+            return self._invoke_body(function, body, timeout, deadline)
         except _BodyTooLarge as exc:
             raise FunctionFailed(
                 f"body too large: function '{function}' refused {exc.sent} bytes (HTTP 413: {exc.excerpt}); "
                 f"raise its maxRequestBodySize (32 MiB) or send less"
             ) from None
 
-    def _invoke_body(self, function: str, body: bytes, timeout: float | None) -> Any:
+    def _caller_deadline(self, deadline: float | None) -> float | None:
+        """The earlier of the call's ``deadline`` and this view's."""
+        given = [d for d in (deadline, self._deadline) if d is not None]
+        return min(given) if given else None
+
+    @staticmethod
+    def _check_deadline(function: str, caller: float | None) -> None:
+        if caller is not None and time.monotonic() >= caller:
+            raise FunctionUnavailable(f"function '{function}' not called: the caller's deadline has passed "
+                                      f"(the job attempt's time, AUTO_ANN_TIMEOUT, is spent)")
+
+    def _invoke_body(self, function: str, body: bytes, timeout: float | None, deadline: float | None) -> Any:
         if len(body) > self.max_body_bytes:
             raise FunctionFailed(
                 f"body too large: {len(body)} bytes for function '{function}' exceeds "
@@ -337,29 +390,37 @@ class NuclioClient:
             )
         seconds = float(timeout) if timeout is not None else self.timeout_for(function)
         url = self.url_for(function)
+        caller = self._caller_deadline(deadline)
+        self._check_deadline(function, caller)
         slot = self._slot(function)
         attempts = self.retries + 1
-
-        def log_retry(state: RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            log.info("function %s attempt %d/%d failed (%s); retrying in %.2f s", function,
-                     state.attempt_number, attempts, exc, state.next_action.sleep if state.next_action else 0)
-
-        retrying = Retrying(
-            stop=stop_after_attempt(attempts),
-            wait=wait_random_exponential(multiplier=self.backoff_base, max=self.backoff_max),
-            retry=retry_if_exception_type(_Retryable),
-            before_sleep=log_retry,
-            reraise=True,
-        )
-        try:
-            resp = retrying(self._attempt, function, url, body, seconds, slot)
-        except _Retryable as exc:
-            raise FunctionUnavailable(self._unavailable_message(function, url, exc, attempts)) from None
-        return self._decode(function, resp)
+        per_attempt = seconds + (DASHBOARD_MARGIN if self.invoke_method == "dashboard" else 0.0)
+        end_of_call: float | None = None  # attempts x per_attempt from the first attempt's start
+        for done in range(1, attempts + 1):
+            try:
+                with self._slot_taken(slot, caller):
+                    start = time.monotonic()
+                    end_of_call = end_of_call or start + attempts * per_attempt
+                    which, end = _earliest(attempt=start + per_attempt, call=end_of_call, caller=caller)
+                    answer = self._attempt(function, url, body, seconds, start, which, end)
+                return self._decode(function, answer)
+            except _Retryable as exc:
+                last = exc
+            if last.kind == "deadline" or done == attempts:
+                break
+            pause = random.uniform(0, min(self.backoff_max, self.backoff_base * 2 ** (done - 1)))  # noqa: S311
+            if time.monotonic() + pause >= _earliest(call=end_of_call, caller=caller)[1]:
+                break
+            log.info("function %s attempt %d/%d failed (%s); retrying in %.2f s", function, done, attempts,
+                     last.reason, pause)
+            time.sleep(pause)
+        raise FunctionUnavailable(self._unavailable_message(function, url, last, done)) from None
 
     def _unavailable_message(self, function: str, url: str, exc: _Retryable, attempts: int) -> str:
         tried = f"{exc.reason} after {attempts} attempt(s)"
+        if exc.kind == "deadline":
+            return (f"function '{function}' at {url} stopped: {tried}; the job attempt's time limit "
+                    f"(AUTO_ANN_TIMEOUT) is spent")
         if exc.kind == "busy":
             return (f"function '{function}' at {url} stayed busy: {tried}; keep its concurrency "
                     f"(NUCLIO_FUNCTION_CONCURRENCY) at or below its maxWorkers, or give it more workers")
@@ -374,48 +435,86 @@ class NuclioClient:
         return (f"function '{function}' not reachable at {url}: {tried}; is it deployed and on the "
                 f"cvat_cvat network? name is case-sensitive")
 
-    def _attempt(self, function: str, url: str, body: bytes, seconds: float,
-                 slot: threading.BoundedSemaphore) -> httpx.Response:
-        headers = {"Content-Type": "application/json"}
-        http_timeout = httpx.Timeout(seconds, connect=min(CONNECT_TIMEOUT, seconds))
+    @staticmethod
+    @contextlib.contextmanager
+    def _slot_taken(slot: threading.BoundedSemaphore, caller: float | None) -> Iterator[None]:
+        """Hold a free slot; wait for one no longer than the caller's deadline."""
+        if caller is None:
+            slot.acquire()
+        elif not slot.acquire(timeout=max(0.0, caller - time.monotonic())):
+            raise _Retryable("the caller's deadline passed while waiting for a free slot", "deadline")
+        try:
+            yield
+        finally:
+            slot.release()
+
+    def _attempt(self, function: str, url: str, body: bytes, seconds: float, start: float, which: str,
+                 end: float) -> Answer:
+        """One POST, all of it (connect, send, wait, read) done by ``end``: the end of the attempt, of the
+        call or the caller's deadline, as ``which`` says."""
+        left = end - start
+        if left <= 0:  # the call's time was spent waiting for a slot
+            raise _Retryable("no time left for another attempt", "deadline" if which == "caller" else "timeout")
+        headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
         if self.invoke_method == "dashboard":
             headers.update(self._dashboard_headers(function))
             headers.update({
                 "x-nuclio-path": "/",
                 "x-nuclio-invoke-via": "domain-name",
-                "X-Nuclio-Invoke-Timeout": f"{math.ceil(seconds)}s",
+                "X-Nuclio-Invoke-Timeout": f"{math.ceil(min(seconds, left))}s",
             })
-            http_timeout = httpx.Timeout(seconds + DASHBOARD_MARGIN, connect=min(CONNECT_TIMEOUT, seconds))
-        with slot:
-            try:
-                resp = self._http.post(url, content=body, headers=headers, timeout=http_timeout)
-            except httpx.ConnectTimeout as exc:
-                raise _Retryable(f"connect timed out ({exc.__class__.__name__})", "unreachable") from exc
-            except httpx.TimeoutException as exc:
-                raise _Retryable(f"no answer within {seconds:g} s ({exc.__class__.__name__})",
-                                 "timeout") from exc
-            except httpx.TransportError as exc:
-                raise _Retryable(f"{exc.__class__.__name__}: {exc}", "unreachable") from exc
-        if resp.status_code in RETRY_STATUSES:
-            what, kind = _RETRY_REASONS[resp.status_code]
-            raise _Retryable(f"{what}: {_excerpt(resp)}", kind)
-        if resp.status_code == 413:
-            raise _BodyTooLarge(len(body), _excerpt(resp))
-        return resp
+        http_timeout = httpx.Timeout(left, connect=min(CONNECT_TIMEOUT, left))
+        self._clock.deadline = end
+        try:
+            with self._http.stream("POST", url, content=body, headers=headers, timeout=http_timeout) as resp:
+                answer = read_answer(resp, self.max_response_bytes, end)
+        except httpx.ConnectTimeout as exc:
+            raise self._late(which, start, end, exc, "unreachable",
+                             f"connect timed out ({exc.__class__.__name__})") from exc
+        except httpx.TimeoutException as exc:
+            raise self._late(which, start, end, exc, "timeout", "") from exc
+        except DeadlinePassed as exc:
+            raise self._late(which, start, end, exc, "timeout",
+                             f"no complete answer within {left:g} s ({exc.received} bytes received)") from None
+        except AnswerTooLarge as exc:
+            raise FunctionFailed(self._too_large_message(function, exc)) from None
+        except httpx.TransportError as exc:
+            raise _Retryable(f"{exc.__class__.__name__}: {exc}", "unreachable") from exc
+        finally:
+            self._clock.deadline = None
+        if answer.status in RETRY_STATUSES:
+            what, kind = _RETRY_REASONS[answer.status]
+            raise _Retryable(f"{what}: {answer.text(_EXCERPT)}", kind)
+        if answer.status == 413:
+            raise _BodyTooLarge(len(body), answer.text(_EXCERPT))
+        return answer
 
     @staticmethod
-    def _decode(function: str, resp: httpx.Response) -> Any:
-        if resp.status_code == 404:
-            raise FunctionFailed(f"function '{function}' answered HTTP 404: {_excerpt(resp)} (is it deployed "
-                                 f"under exactly that name? names are case-sensitive)")
-        if resp.status_code >= 400:
-            raise FunctionFailed(f"function '{function}' answered HTTP {resp.status_code}: {_excerpt(resp)}")
+    def _late(which: str, start: float, end: float, exc: Exception, kind: _Kind, reason: str) -> _Retryable:
+        """A timed-out attempt: the caller's deadline (not retried), else ``kind`` with ``reason``."""
+        if which == "caller":
+            return _Retryable(f"the caller's deadline passed {time.monotonic() - start:.1f} s into the attempt "
+                              f"({exc.__class__.__name__})", "deadline")
+        return _Retryable(reason or f"no answer within {end - start:g} s ({exc.__class__.__name__})", kind)
+
+    def _too_large_message(self, function: str, exc: AnswerTooLarge) -> str:
+        said = f" (Content-Length {exc.declared})" if exc.declared is not None else ""
+        return (f"function '{function}' answer larger than {exc.limit} bytes{said}; stopped reading it. "
+                f"Raise NUCLIO_MAX_RESPONSE_BYTES if the function really answers that much")
+
+    @staticmethod
+    def _decode(function: str, answer: Answer) -> Any:
+        if answer.status == 404:
+            raise FunctionFailed(f"function '{function}' answered HTTP 404: {answer.text(_EXCERPT)} (is it "
+                                 f"deployed under exactly that name? names are case-sensitive)")
+        if answer.status >= 400:
+            raise FunctionFailed(f"function '{function}' answered HTTP {answer.status}: {answer.text(_EXCERPT)}")
         try:
-            return resp.json()
-        except ValueError:
+            return json.loads(answer.content)
+        except ValueError:  # JSONDecodeError and UnicodeDecodeError
             raise FunctionFailed(
-                f"function '{function}' answered HTTP {resp.status_code} with invalid JSON "
-                f"({resp.headers.get('content-type', 'no content type')}): {_excerpt(resp)}"
+                f"function '{function}' answered HTTP {answer.status} with invalid JSON "
+                f"({answer.content_type or 'no content type'}): {answer.text(_EXCERPT)}"
             ) from None
 
     # --- calls carrying an image ----------------------------------------------------------------
@@ -426,6 +525,7 @@ class NuclioClient:
         build: Callable[[str, str | None, Scale], dict],
         mask: bytes | None = None,
         timeout: float | None = None,
+        deadline: float | None = None,
     ) -> tuple[Any, images.FittedImages]:
         """Fit ``image`` (and ``mask``) into the body budget, call, and on 413 shrink once more.
 
@@ -433,6 +533,7 @@ class NuclioClient:
         """
         if not image:
             raise BadImage(f"empty image for function '{function}'")
+        self._check_deadline(function, self._caller_deadline(deadline))  # before any image work
         budget = self.body_budget(function)
         for attempt in (1, 2):
             overhead = len(json.dumps(build("", "" if mask is not None else None, Scale.identity()),
@@ -450,7 +551,7 @@ class NuclioClient:
                             images.b64(fitted.mask) if fitted.mask is not None else None, fitted.scale)
             body = json.dumps(payload, separators=(",", ":")).encode()
             try:
-                return self._invoke_body(function, body, timeout), fitted
+                return self._invoke_body(function, body, timeout, deadline), fitted
             except _BodyTooLarge as exc:
                 if attempt == 2:
                     raise FunctionFailed(
@@ -480,10 +581,11 @@ class NuclioClient:
         return min(sent // 2, NUCLIO_DEFAULT_MAX_BODY)  # Nuclio's default limit is 4 MiB
 
     def detect(self, function: str, image: bytes, *, threshold: float | None = None,
-               extra: dict | None = None) -> list[dict]:
+               extra: dict | None = None, deadline: float | None = None) -> list[dict]:
         """Detector call → CVAT detector items at the original resolution.
 
-        ``extra`` keys are added to the body as they are (not rescaled).
+        ``extra`` keys are added to the body as they are (not rescaled). ``deadline`` (here and in every
+        call): a ``time.monotonic()`` value the whole call must end by, retries included.
         """
 
         if extra and "image" in extra:
@@ -496,7 +598,7 @@ class NuclioClient:
             payload.update(extra or {})
             return payload
 
-        result, fitted = self._invoke_image(function, image, build)
+        result, fitted = self._invoke_image(function, image, build, deadline=deadline)
         if not isinstance(result, list):
             raise FunctionFailed(
                 f"detector '{function}' must answer a JSON list of shapes, got {type(result).__name__}: "
@@ -507,7 +609,7 @@ class NuclioClient:
 
     def interact(self, function: str, image: bytes, *, pos_points: Sequence[Sequence[float]] = (),
                  neg_points: Sequence[Sequence[float]] = (),
-                 obj_bbox: Sequence[Sequence[float]] | None = None) -> dict:
+                 obj_bbox: Sequence[Sequence[float]] | None = None, deadline: float | None = None) -> dict:
         """Interactor call (CVAT 2.60+ protocol) → ``{"shapes": [...]}`` at the original resolution.
 
         A legacy ``{"mask": [[0/1, ...], ...]}`` answer is converted to one RLE ``mask`` shape.
@@ -521,7 +623,7 @@ class NuclioClient:
                 "obj_bbox": [scale.down_point(p) for p in obj_bbox] if obj_bbox is not None else None,
             }
 
-        result, fitted = self._invoke_image(function, image, build)
+        result, fitted = self._invoke_image(function, image, build, deadline=deadline)
         if isinstance(result, dict) and "shapes" not in result and isinstance(result.get("mask"), list):
             result = {"shapes": [_legacy_mask_shape(function, result["mask"])]}
         if not isinstance(result, dict) or not isinstance(result.get("shapes"), list):
@@ -532,7 +634,8 @@ class NuclioClient:
         scale = fitted.scale
         return {**result, "shapes": [scaling.scale_shape(s, scale) for s in result["shapes"]]}
 
-    def segment_prompts(self, function: str, image: bytes, prompts: list[dict]) -> list[dict]:
+    def segment_prompts(self, function: str, image: bytes, prompts: list[dict], *,
+                        deadline: float | None = None) -> list[dict]:
         """SAM 2 batch: one result per prompt, same order.
 
         Each result is ``{"mask": RLE + [l,t,r,b], "polygons": [[x,y,...]], "score"}`` or ``{"error"}``.
@@ -543,7 +646,7 @@ class NuclioClient:
             sent = [scaling.scale_prompt_down(p, scale) for p in clean]
             return {"image": img, "prompts": sent, "multimask_output": False}
 
-        result, fitted = self._invoke_image(function, image, build)
+        result, fitted = self._invoke_image(function, image, build, deadline=deadline)
         results = result.get("results") if isinstance(result, dict) else None
         if not isinstance(results, list) or len(results) != len(prompts):
             raise FunctionFailed(
@@ -553,7 +656,7 @@ class NuclioClient:
         scale = fitted.scale
         return [scaling.scale_sam_result(r, scale) for r in results]
 
-    def inpaint(self, function: str, image: bytes, mask_png: bytes) -> bytes:
+    def inpaint(self, function: str, image: bytes, mask_png: bytes, *, deadline: float | None = None) -> bytes:
         """LaMa: fill the mask's nonzero pixels; PNG bytes at the original resolution.
 
         When the image had to be re-encoded or downscaled (or the function answered another size), its
@@ -565,7 +668,7 @@ class NuclioClient:
         def build(img: str, mask: str | None, _scale: Scale) -> dict:
             return {"image": img, "mask": mask}
 
-        result, fitted = self._invoke_image(function, image, build, mask=mask_png)
+        result, fitted = self._invoke_image(function, image, build, mask=mask_png, deadline=deadline)
         if not isinstance(result, dict) or not isinstance(result.get("image"), str):
             raise FunctionFailed(
                 f"inpainting function '{function}' must answer {{\"image\": <base64 PNG>, ...}}, got: "
@@ -582,6 +685,11 @@ class NuclioClient:
         if not fitted.reencoded and out_size == images.image_size(image):
             return data
         return images.restore_inpainted(image, mask_png, data)
+
+
+def _earliest(**ends: float | None) -> tuple[str, float]:
+    """The name and time of the earliest of the ``ends`` given (``None``: no such end)."""
+    return min(((name, end) for name, end in ends.items() if end is not None), key=lambda item: item[1])
 
 
 def _legacy_mask_shape(function: str, mask: list) -> dict:
@@ -613,3 +721,18 @@ def _check_prompt(index: int, prompt: Any) -> dict:
             raise ValueError(f"prompt {index}: {key} must be a list of [x, y] pairs, got {points!r:.120}")
         out[key] = [list(p) for p in points]
     return out
+
+
+def configured_dashboard(settings: Any) -> str | None:
+    """The dashboard URL to use, or ``None`` when none is configured for direct invocation.
+
+    Dashboard invocation always has one. Direct invocation consults the dashboard (for labels,
+    ``maxWorkers``, ``maxRequestBodySize``, ``eventTimeout``) only when ``NUCLIO_DASHBOARD_URL``,
+    ``NUCLIO_HOST`` or ``NUCLIO_PORT`` is set, or when ``NUCLIO_FUNCTION_URL`` is left at its default
+    (CVAT's serverless layout, where the dashboard is ``nuclio:8070`` next to ``nuclio-nuclio-{name}``).
+    """
+    explicit = settings.model_fields_set
+    if (settings.nuclio_invoke_method == "dashboard" or settings.nuclio_dashboard_url
+            or {"nuclio_host", "nuclio_port"} & explicit or "nuclio_function_url" not in explicit):
+        return settings.resolved_dashboard_url
+    return None

@@ -15,14 +15,18 @@ FUNCTIONS = Path(__file__).parent / "functions"
 
 
 class CountingTransport(httpx.HTTPTransport):
-    """A real transport that records every attempt: ``(method, path, status or exception name)``."""
+    """A real transport that records every attempt: ``(method, path, status or exception name)`` in
+    ``seen``, and every URL asked for (host included) in ``urls``."""
 
     def __init__(self) -> None:
         super().__init__()
         self.seen: list[tuple[str, str, object]] = []
+        self.urls: list[str] = []
         self._lock = threading.Lock()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        with self._lock:
+            self.urls.append(f"{request.method} {request.url}")
         try:
             resp = super().handle_request(request)
         except httpx.TransportError as exc:

@@ -219,12 +219,13 @@ def test_from_settings_takes_every_nuclio_field():
                         nuclio_project="proj", nuclio_timeout=30,
                         nuclio_function_timeouts='{"pth-lama": 300}',
                         nuclio_concurrency=3, nuclio_function_concurrency='{"pth-lama": 1}',
-                        nuclio_max_body_bytes=4096, nuclio_retries=7)
+                        nuclio_max_body_bytes=4096, nuclio_retries=7, nuclio_max_response_bytes=5000)
     with NuclioClient.from_settings(settings) as c:
         assert (c.invoke_method, c.dashboard_url, c.namespace, c.project) == (
             "dashboard", "http://nuclio-dashboard:8070", "ns", "proj")
         assert (c.timeout_for("pth-lama"), c.timeout_for("other"), c.concurrency) == (300, 30, 3)
         assert (c.concurrency_for("pth-lama"), c.max_body_bytes, c.retries) == (1, 4096, 7)
+        assert c.max_response_bytes == 5000
         assert c.url_for("pth-lama") == "http://nuclio-dashboard:8070/api/function_invocations"
 
 
