@@ -116,6 +116,7 @@ class ShapeWriter:
             self.ctx.progress.created("shape", object_id)
         self.ctx.previous.setdefault("objects", []).extend({"kind": "shape", "id": i} for i in found)
         self.ctx.progress.note(PENDING_KEY, None)
+        self.ctx.previous.get("notes", {}).pop(PENDING_KEY, None)  # recovered once per attempt
         if found:
             self.ctx.log.info("job %s: an earlier attempt's last write reached CVAT (%d objects); "
                               "treating them as that attempt's", self.job_id, len(found))
