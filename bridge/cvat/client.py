@@ -228,6 +228,12 @@ class CvatClient:
             job_ids=sorted(int(j["id"]) for j in jobs),
         )
 
+    def list_task_ids(self, project_id: int) -> list[int]:
+        """Ids of every task of ``project_id``, ascending."""
+        api = self._sdk().api_client
+        rows = self._pages(f"listing the tasks of project {project_id}", api.tasks_api.list, project_id=project_id)
+        return sorted(int(t["id"]) for t in rows if t.get("project_id") in (None, project_id))
+
     def find_task(self, project_id: int, name: str) -> TaskInfo | None:
         """The task of ``project_id`` named exactly ``name`` (lowest id if several), or None."""
         found = self.find_tasks(project_id, name)

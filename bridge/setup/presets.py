@@ -34,6 +34,8 @@ DETECT_ROUTE = "/detect-model-webhook"
 CROP_ROUTE = "/crop-quadrat-and-create-new-task-webhook"
 REMOVE_GRID_ROUTE = "/remove-grid-and-create-new-task-webhook"
 SAM2_ROUTE = "/sam2-refine-webhook"
+REPORT_ROUTE = "/webhooks/cover-report"
+REPORT_EVENTS = ("update:task",)  # fires on the coral task's completion; needs no target project
 JOB_EVENTS = ("update:job",)
 TASK_EVENTS = ("update:task", "update:job")
 
@@ -46,6 +48,7 @@ ROUTE_EVENTS: dict[str, tuple[str, ...]] = {
     "/remove-grid-and-detect-corals-webhook": TASK_EVENTS,
     "/crop-quadrat-and-detect-corals-webhook": TASK_EVENTS,
     SAM2_ROUTE: JOB_EVENTS,
+    REPORT_ROUTE: REPORT_EVENTS,
 }
 # Routes that create a task in another project need its id; detection needs a function name.
 TARGET_ROUTES = frozenset(r for r, ev in ROUTE_EVENTS.items() if ev == TASK_EVENTS)
@@ -291,3 +294,13 @@ def with_models(layout: Layout, overrides: Mapping[str, str]) -> Layout:
         )
         projects.append(replace(p, webhooks=hooks))
     return validate_layout(Layout(layout.name, tuple(projects)))
+
+
+def with_cover_report(layout: Layout, key: str = "coral", **query: Any) -> Layout:
+    """Add the cover-report webhook (``/webhooks/cover-report`` + ``query``) to project ``key``
+    (the coral stage), replacing one it already has."""
+    p = layout.project(key)
+    hook = HookSpec(REPORT_ROUTE, REPORT_EVENTS, tuple(query.items()))
+    hooks = (*(h for h in p.webhooks if h.route != REPORT_ROUTE), hook)
+    projects = tuple(replace(q, webhooks=hooks) if q.key == key else q for q in layout.projects)
+    return validate_layout(Layout(layout.name, projects))
