@@ -21,7 +21,15 @@ from bridge.errors import BridgeError, ConfigError
 from bridge.setup.apply import Mode, SetupReport, apply_layout, validate_urls
 from bridge.setup.check import ping_all
 from bridge.setup.labels import load_label_file
-from bridge.setup.presets import LAYOUTS, Layout, builtin_layout, load_layout_file, with_labels, with_models
+from bridge.setup.presets import (
+    LAYOUTS,
+    Layout,
+    builtin_layout,
+    load_layout_file,
+    with_cover_report,
+    with_labels,
+    with_models,
+)
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -63,6 +71,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="URL CVAT uses to reach the bridge (default: BRIDGE_PUBLIC_URL, e.g. http://cvat-bridge.internal:8000)",
     )
+    parser.add_argument(
+        "--cover-report",
+        metavar="QUADRAT_CM",
+        type=float,
+        help="also add the cover-report webhook to the last project (coral stage); the quadrat side in cm "
+        "(0: report in pixels only)",
+    )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
         "--check",
@@ -92,6 +107,9 @@ def build_layout(args: argparse.Namespace) -> Layout:
         raise ConfigError("--model needs a function name, e.g. --model coral=pth-yolo-coralsegv4")
     if models:
         layout = with_models(layout, models)
+    if getattr(args, "cover_report", None) is not None:
+        query = {"quadrat_cm": args.cover_report} if args.cover_report > 0 else {}
+        layout = with_cover_report(layout, last, **query)
     return layout
 
 
