@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from bridge import __version__
+from bridge.reports.cli import add_arguments as add_report_arguments
 from bridge.setup.cli import add_arguments as add_setup_arguments
 
 
@@ -38,10 +39,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     setup_logging(settings.log_level, settings.log_json)
     workers = args.workers if args.workers is not None else settings.workers
+    host = args.host or settings.host
+    _warn_bind(host, settings)
     app = create_app(settings, workers=workers)
-    uvicorn.run(app, host=args.host or settings.host, port=args.port or settings.port,
+    # h11 (not httptools) because it bounds the request line + headers: httptools buffers any size.
+    uvicorn.run(app, host=host, port=args.port or settings.port, http="h11",
+                h11_max_incomplete_event_size=settings.max_header_bytes,
                 log_config=None, access_log=False, timeout_graceful_shutdown=30)
     return 0
+
+
+def _warn_bind(host: str, settings: Any) -> None:
+    import logging
+
+    log = logging.getLogger("bridge.serve")
+    if host in ("127.0.0.1", "localhost", "::1"):
+        log.info("listening on %s only (loopback): CVAT in Docker cannot reach it; set BRIDGE_HOST=0.0.0.0 "
+                 "(the container image does)", host)
+    elif not settings.api_token:
+        log.warning("listening on %s without BRIDGE_API_TOKEN: GET /jobs is readable by anyone who reaches "
+                    "the port, and retry/cancel over HTTP are disabled", host)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -148,6 +165,12 @@ def cmd_setup(args: argparse.Namespace) -> int:
     return run_setup(_settings(args), args)
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from bridge.reports.cli import run_report
+
+    return run_report(_settings(args), args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bridge", description="CVAT ↔ Nuclio pipeline bridge")
     p.add_argument("--version", action="version", version=f"cvat-bridge {__version__}")
@@ -183,6 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("setup", help="create/verify pipeline projects and webhooks in CVAT")
     add_setup_arguments(st)
     st.set_defaults(fn=cmd_setup)
+
+    rp = sub.add_parser("report", help="coral cover report of a task or project (tables, CoralNet points, plot)")
+    add_report_arguments(rp)
+    rp.set_defaults(fn=cmd_report)
     return p
 
 

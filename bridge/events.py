@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -18,6 +18,13 @@ from bridge.pipelines.base import Trigger, TriggerKind
 IN_PROGRESS = "in progress"
 COMPLETED = "completed"
 _NOISE_FIELDS = frozenset({"updated_date"})
+
+MAX_ID = 2**31 - 1
+"""CVAT ids are PostgreSQL ``integer`` keys, and the job store keeps them in ``Integer`` columns."""
+MAX_DEPTH = 32
+"""Deepest JSON nesting accepted (real CVAT payloads nest 3 levels)."""
+
+CvatId = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 
 class _Open(BaseModel):
@@ -28,7 +35,7 @@ class Sender(_Open):
     """Both CVAT shapes: a user request ``{url,id,username,first_name,last_name}``
     or an RQ worker ``{id,username,email}``."""
 
-    id: int | None = None
+    id: CvatId | None = None
     username: str | None = None
 
 
@@ -38,9 +45,9 @@ class Change(_Open):
 
 
 class JobPayload(_Open):
-    id: int
-    task_id: int | None = None
-    project_id: int | None = None
+    id: CvatId
+    task_id: CvatId | None = None
+    project_id: CvatId | None = None
     state: str | None = None
     stage: str | None = None
     status: str | None = None
@@ -49,9 +56,9 @@ class JobPayload(_Open):
 
 
 class TaskPayload(_Open):
-    id: int
+    id: CvatId
     name: str | None = None
-    project_id: int | None = None
+    project_id: CvatId | None = None
     status: str | None = None
     subset: str | None = None
     updated_date: str | None = None
@@ -61,7 +68,7 @@ class Envelope(_Open):
     """The top level of every CVAT webhook body."""
 
     event: str = Field(min_length=1, max_length=200)
-    webhook_id: int | None = None
+    webhook_id: CvatId | None = None
     webhook: dict[str, Any] | None = None
     sender: Sender | None = None
     job: JobPayload | None = None
@@ -87,23 +94,77 @@ class Envelope(_Open):
 
 
 class PayloadError(ValueError):
-    """The body is not a CVAT webhook payload; the message says why (answered with 4xx)."""
+    """The body is not a CVAT webhook payload; the message says why (answered with ``status``:
+    400 when the body is not acceptable JSON, 422 when the JSON is not a CVAT payload)."""
+
+    def __init__(self, message: str, status: int = 422):
+        super().__init__(message)
+        self.status = status
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text[:20]} is out of range")
+    return value
+
+
+def _check_tree(data: Any, max_depth: int) -> None:
+    """Iteratively (no recursion): nesting depth and strings that cannot be stored or echoed."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            items: Any = [*node.keys(), *node.values()]
+        elif isinstance(node, list):
+            items = node
+        else:
+            items = (node,)
+            depth -= 1
+        if depth > max_depth:
+            raise PayloadError(f"JSON is nested deeper than {max_depth} levels; not a CVAT webhook payload", 400)
+        for item in items:
+            if isinstance(item, str):
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    raise PayloadError("body has a string with an unpaired UTF-16 surrogate escape", 400) from exc
+            elif isinstance(item, dict | list):
+                stack.append((item, depth + 1))
+
+
+def load_json(raw: bytes, *, max_depth: int = MAX_DEPTH) -> Any:
+    """``json.loads`` that fails with a ``PayloadError`` (never RecursionError, never an unbounded
+    integer, NaN or Infinity) and refuses nesting deeper than ``max_depth``."""
+    try:
+        data = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
+    except RecursionError as exc:
+        raise PayloadError(f"JSON is nested deeper than {max_depth} levels; not a CVAT webhook payload",
+                           400) from exc
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, integer digit limit, NaN
+        raise PayloadError(f"body is not valid JSON: {str(exc)[:200]}", 400) from exc
+    _check_tree(data, max_depth)
+    return data
 
 
 def parse_envelope(raw: bytes) -> tuple[Envelope, dict[str, Any]]:
     """Parse raw bytes into (envelope, dict). Raises ``PayloadError`` with a precise reason."""
-    try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PayloadError(f"body is not valid JSON: {exc}") from exc
+    data = load_json(raw)
     if not isinstance(data, dict):
-        raise PayloadError(f"body must be a JSON object, got {type(data).__name__}")
+        raise PayloadError(f"body must be a JSON object, got {type(data).__name__}", 400)
     try:
         env = Envelope.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise PayloadError(f"not a CVAT webhook payload: {where}: {first['msg']}") from exc
+        why = first["msg"]
+        if first["type"] in ("less_than_equal", "greater_than_equal"):
+            why += f" (CVAT ids are integers from 1 to {MAX_ID})"
+        raise PayloadError(f"not a CVAT webhook payload: {where}: {why}") from exc
     return env, data
 
 

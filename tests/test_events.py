@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bridge.events import PayloadError, decide, dedupe_key, parse_envelope
+from bridge.events import MAX_DEPTH, MAX_ID, PayloadError, decide, dedupe_key, parse_envelope
 from tests.conftest import all_samples, load_sample
 
 
@@ -139,3 +139,59 @@ def test_dedupe_key_is_content_based():
 def test_malformed_payloads(raw, fragment):
     with pytest.raises(PayloadError, match=fragment):
         parse_envelope(raw)
+
+
+def _nested(depth: int) -> bytes:
+    return b'{"event": "update:job", "deep": ' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}"
+
+
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 5_000, 200_000])
+def test_deep_nesting_is_a_payload_error_not_a_recursion_error(depth):
+    with pytest.raises(PayloadError, match="nested deeper than") as info:
+        parse_envelope(_nested(depth))
+    assert info.value.status == 400
+
+
+def test_nesting_up_to_the_limit_is_accepted():
+    env, data = parse_envelope(_nested(MAX_DEPTH))
+    assert env.event == "update:job" and isinstance(data["deep"], list)
+
+
+@pytest.mark.parametrize("raw,fragment", [
+    (b'{"event": "ping", "x": NaN}', "NaN is not a JSON number"),
+    (b'{"event": "ping", "x": -Infinity}', "not a JSON number"),
+    (b'{"event": "ping", "x": 1e999}', "out of range"),
+    (b'{"event": "ping", "x": ' + b"7" * 5000 + b"}", "not valid JSON"),  # int digit limit: ValueError
+    (b'{"event": "ping", "sender": {"username": "\\ud800"}}', "unpaired UTF-16 surrogate"),
+    (b'{"event": "ping", "\\udfff": 1}', "unpaired UTF-16 surrogate"),
+])
+def test_values_that_cannot_be_stored_or_echoed_are_refused(raw, fragment):
+    with pytest.raises(PayloadError, match=fragment) as info:
+        parse_envelope(raw)
+    assert info.value.status == 400
+
+
+def _job_event(**overrides) -> bytes:
+    data = json.loads(load_sample("10-")["raw_body"])
+    for path, value in overrides.items():
+        node = data
+        *parents, leaf = path.split("__")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return json.dumps(data).encode()
+
+
+@pytest.mark.parametrize("field", ["job__id", "job__task_id", "job__project_id", "webhook_id", "sender__id"])
+@pytest.mark.parametrize("value", [0, -1, MAX_ID + 1, 2**63, 10**30])
+def test_ids_outside_the_job_store_range_are_refused_with_a_reason(field, value):
+    with pytest.raises(PayloadError, match=f"{field.replace('__', '.')}.*1 to {MAX_ID}") as info:
+        parse_envelope(_job_event(**{field: value}))
+    assert info.value.status == 422
+
+
+def test_largest_id_is_accepted():
+    env, _ = parse_envelope(_job_event(job__id=MAX_ID, job__task_id=MAX_ID, job__project_id=MAX_ID,
+                                       webhook_id=MAX_ID, sender__id=MAX_ID))
+    d = decide(env, kind="job_in_progress", pipeline="detect", params={})
+    assert d.action == "trigger" and d.trigger.job_id == MAX_ID and d.trigger.project_id == MAX_ID

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError, SQLAlchemyError
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridge import __version__
+from bridge.app.limits import RequestLimitsMiddleware
 from bridge.app.metrics import BridgeMetrics
 from bridge.app.routers import health, jobs, webhooks
 from bridge.app.settings import Settings
@@ -32,6 +36,9 @@ Follow a job with `GET /jobs/{id}`.
 """
 
 
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
 class RequestIdMiddleware:
     """Pure ASGI (no per-request task like ``BaseHTTPMiddleware``): takes or makes ``X-Request-ID``,
     puts it in the log context and echoes it on the response."""
@@ -43,7 +50,8 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = Headers(scope=scope).get("x-request-id") or uuid.uuid4().hex[:12]
+        given = Headers(scope=scope).get("x-request-id") or ""
+        rid = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex[:12]  # it goes into every log line
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -60,7 +68,8 @@ class RequestIdMiddleware:
 def make_worker(store: JobStore, runtime: Runtime, settings: Settings) -> Worker:
     return Worker(store, runtime.run_job, lease_seconds=settings.lease_seconds,
                   poll_seconds=settings.poll_seconds, retry_base=settings.retry_base_seconds,
-                  retry_cap=settings.retry_max_seconds, on_finish=runtime.on_finish)
+                  retry_cap=settings.retry_max_seconds, retry_window=settings.retry_window_seconds,
+                  on_finish=runtime.on_finish)
 
 
 def create_app(settings: Settings, *, store: JobStore | None = None, runtime: Runtime | None = None,
@@ -103,8 +112,21 @@ def create_app(settings: Settings, *, store: JobStore | None = None, runtime: Ru
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         where = ".".join(str(p) for p in first.get("loc", ()))
-        return JSONResponse({"detail": f"{where}: {first.get('msg')}", "errors": exc.errors()}, status_code=422)
+        return JSONResponse({"detail": f"{where}: {first.get('msg')}", "errors": jsonable_encoder(exc.errors())},
+                            status_code=422)
 
+    @app.exception_handler(SQLAlchemyError)
+    async def _store_error(_: Request, exc: SQLAlchemyError) -> JSONResponse:
+        if isinstance(exc, DataError):  # the value, not the store: retrying cannot help
+            first = str(exc.orig or exc).splitlines()[0][:200]
+            return JSONResponse({"detail": f"value cannot be stored: {first}"}, status_code=422)
+        log.error("job store unavailable: %s", exc)
+        return JSONResponse({"detail": "job store unavailable; retry later"}, status_code=503)
+
+    # Added first = runs inside RequestIdMiddleware, so its 413/422/431 answers carry X-Request-ID too.
+    app.add_middleware(RequestLimitsMiddleware, max_body_bytes=settings.max_body_bytes,
+                       max_header_bytes=settings.max_header_bytes,
+                       on_reject=lambda reason: metrics.rejected.labels(reason).inc())
     app.add_middleware(RequestIdMiddleware)
     app.include_router(webhooks.build_router())
     app.include_router(jobs.router)

@@ -39,6 +39,9 @@ class BridgeMetrics:
         self.job_seconds = Histogram("bridge_job_duration_seconds", "Job attempt duration",
                                      ["pipeline", "outcome"], registry=self.registry,
                                      buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600))
+        self.rejected = Counter("bridge_requests_rejected_total",
+                                "Requests refused before any route ran (oversized, bad query) by reason",
+                                ["reason"], registry=self.registry)
         if job_counts is not None:
             self.registry.register(_JobsByStatus(job_counts))
 

@@ -70,8 +70,18 @@ class Settings(BaseSettings):
     public_url: str = Field(
         "http://cvat-bridge.internal:8000", validation_alias=_env("BRIDGE_PUBLIC_URL", "public_url")
     )
-    host: str = Field("0.0.0.0", validation_alias=_env("BRIDGE_HOST", "host"))  # noqa: S104 - a service
+    host: str = Field("127.0.0.1", validation_alias=_env("BRIDGE_HOST", "host"))
+    """Loopback by default; the container image sets BRIDGE_HOST=0.0.0.0 (CVAT must reach it)."""
     port: int = Field(8000, ge=1, le=65535, validation_alias=_env("BRIDGE_PORT", "port"))
+    max_body_bytes: int = Field(
+        1024 * 1024, ge=1024, le=1024**3, validation_alias=_env("BRIDGE_MAX_BODY_BYTES", "max_body_bytes")
+    )
+    """Largest request body accepted (413 above; real CVAT deliveries are ~1.5 KB)."""
+    max_header_bytes: int = Field(
+        32 * 1024, ge=4096, le=1024 * 1024,
+        validation_alias=_env("BRIDGE_MAX_HEADER_BYTES", "max_header_bytes"),
+    )
+    """Largest request line + headers accepted (``bridge serve``: h11 limit; the app answers 431 above)."""
 
     # --- job store and workers ----------------------------------------------------------------
     data_dir: Path = Field(Path("data"), validation_alias=_env("BRIDGE_DATA_DIR", "data_dir"))
@@ -88,6 +98,10 @@ class Settings(BaseSettings):
     retry_max_seconds: float = Field(
         300.0, ge=0, validation_alias=_env("BRIDGE_RETRY_MAX_SECONDS", "retry_max_seconds")
     )
+    retry_window_seconds: float = Field(
+        4 * 86400.0, ge=0, validation_alias=_env("BRIDGE_RETRY_WINDOW_SECONDS", "retry_window_seconds")
+    )
+    """How long a job keeps retrying through a CVAT/Nuclio outage (CVAT retries webhooks ~4 days)."""
     auto_ann_timeout: float = Field(
         900.0, gt=0, validation_alias=_env("AUTO_ANN_TIMEOUT", "auto_ann_timeout")
     )
@@ -123,6 +137,10 @@ class Settings(BaseSettings):
         32 * 1024 * 1024, ge=1024, validation_alias=_env("NUCLIO_MAX_BODY_BYTES", "nuclio_max_body_bytes")
     )
     nuclio_retries: int = Field(4, ge=0, le=20, validation_alias=_env("NUCLIO_RETRIES", "nuclio_retries"))
+    nuclio_max_response_bytes: int = Field(  # LaMa's PNG answer for a 20 MP frame is ~40-55 MiB
+        128 * 1024 * 1024, ge=1024,
+        validation_alias=_env("NUCLIO_MAX_RESPONSE_BYTES", "nuclio_max_response_bytes"),
+    )
 
     # --- pipelines ----------------------------------------------------------------------------
     frame_concurrency: int = Field(

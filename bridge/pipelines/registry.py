@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from bridge.errors import PermanentError
 from bridge.pipelines.base import Pipeline, TriggerKind
-from bridge.pipelines.params import DetectParams, QuadratParams, Sam2RefineParams
+from bridge.pipelines.params import CoverReportParams, DetectParams, QuadratParams, Sam2RefineParams
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,8 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("/webhooks/crop-quadrat", "crop_quadrat", QuadratParams, "Crop/warp into a new task (clean route)"),
     RouteSpec("/webhooks/remove-grid", "remove_grid", QuadratParams, "Grid removal into a new task (clean route)"),
     RouteSpec("/webhooks/sam2-refine", "sam2_refine", Sam2RefineParams, "SAM 2 refinement of a job (clean route)"),
+    RouteSpec("/webhooks/cover-report", "cover_report", CoverReportParams,
+              "Coral cover report (per quadrat, per genus, CoralNet points) when a coral-stage task is completed"),
 )
 
 PIPELINE_MODULES = {
@@ -53,6 +55,7 @@ PIPELINE_MODULES = {
     "crop_quadrat": "bridge.pipelines.crop_quadrat",
     "remove_grid": "bridge.pipelines.remove_grid",
     "sam2_refine": "bridge.pipelines.sam2_refine",
+    "cover_report": "bridge.pipelines.cover_report",
 }
 
 PARAMS_MODELS: dict[str, type[BaseModel]] = {
@@ -60,11 +63,12 @@ PARAMS_MODELS: dict[str, type[BaseModel]] = {
     "crop_quadrat": QuadratParams,
     "remove_grid": QuadratParams,
     "sam2_refine": Sam2RefineParams,
+    "cover_report": CoverReportParams,
 }
 
 
 def trigger_kind(pipeline: str, params: BaseModel) -> TriggerKind:
-    if pipeline in ("crop_quadrat", "remove_grid"):
+    if pipeline in ("crop_quadrat", "remove_grid", "cover_report"):
         return "task_completed"
     if isinstance(params, Sam2RefineParams) and params.on == "completed":
         return "job_completed"

@@ -7,6 +7,7 @@ from fastapi.testclient import TestClient
 
 from bridge.app.factory import create_app
 from bridge.jobs.store import JobStore
+from tests.app.conftest import API_TOKEN
 
 
 def _enqueue(store: JobStore, n: int, pipeline: str = "detect", task_id: int = 1):
@@ -22,10 +23,11 @@ def _enqueue(store: JobStore, n: int, pipeline: str = "detect", task_id: int = 1
 
 
 @pytest.fixture
-def app_and_store(settings):
+def app_and_store(make_settings):
+    settings = make_settings(api_token=API_TOKEN)
     store = JobStore(settings.resolved_database_url)
     app = create_app(settings, store=store, workers=0)
-    with TestClient(app) as c:
+    with TestClient(app, headers={"Authorization": f"Bearer {API_TOKEN}"}) as c:
         yield c, store
 
 
@@ -66,4 +68,23 @@ def test_bearer_token(make_settings):
         assert c.get("/jobs").status_code == 401
         assert c.get("/jobs", headers={"Authorization": "Bearer wrong"}).status_code == 401
         assert c.get("/jobs", headers={"Authorization": "Bearer t0ken-value"}).status_code == 200
+        assert c.post("/jobs/1/retry").status_code == 401
+        assert c.post("/jobs/1/cancel", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert c.post("/jobs/1/cancel", headers={"Authorization": "Bearer t0ken-value"}).status_code == 404
         assert c.get("/health?deep=false").status_code == 200  # health stays open
+
+
+def test_changes_are_refused_without_a_configured_token(make_settings):
+    """No BRIDGE_API_TOKEN: reads stay open, retry/cancel are 403 with what to do, and change nothing."""
+    settings = make_settings()
+    store = JobStore(settings.resolved_database_url)
+    (jid,) = _enqueue(store, 1)
+    with TestClient(create_app(settings, store=store, workers=0)) as c:
+        assert c.get("/jobs").json()["total"] == 1 and c.get(f"/jobs/{jid}").status_code == 200
+        for action in ("cancel", "retry"):
+            for headers in ({}, {"Authorization": "Bearer anything"}):
+                r = c.post(f"/jobs/{jid}/{action}", headers=headers)
+                assert r.status_code == 403 and "set BRIDGE_API_TOKEN" in r.json()["detail"], r.text
+        assert c.get(f"/jobs/{jid}").json()["status"] == "queued"
+        assert c.get(f"/jobs/{jid}").json()["cancel_requested"] is False
+    assert store.claim("w", 10).id == jid  # still claimable: the cancel did not happen

@@ -36,7 +36,7 @@ def _jobs(client):
 
 def _url(spec):
     q = {"detect": "model_name=m", "crop_quadrat": "target_proj_id=2", "remove_grid": "target_proj_id=2",
-         "sam2_refine": ""}[spec.pipeline]
+         "sam2_refine": ""}.get(spec.pipeline, "")
     return f"{spec.path}?{q}"
 
 

@@ -45,12 +45,16 @@ class ComponentChecks:
         def check() -> dict[str, Any]:
             nuclio = self.runtime.nuclio
             reach = {name: nuclio.ping(name) for name in functions}
-            listed = nuclio.dashboard_functions()
-            out: dict[str, Any] = {"dashboard": {"url": nuclio.dashboard_url, "reachable": listed is not None,
-                                                 "functions": listed},
-                                   "functions": reach, "all_reachable": all(reach.values()) if reach else None}
-            # Direct invocation needs only the functions; with none in use yet, the dashboard must answer.
-            out["ok"] = all(reach.values()) if reach else listed is not None
+            # Only what is configured is probed: direct invocation without a dashboard has none to ask.
+            configured = nuclio.dashboard_url is not None
+            listed = nuclio.dashboard_functions() if configured else None
+            dashboard = ({"url": nuclio.dashboard_url, "reachable": listed is not None, "functions": listed}
+                         if configured else {"url": None, "configured": False})
+            out: dict[str, Any] = {"dashboard": dashboard, "functions": reach,
+                                   "all_reachable": all(reach.values()) if reach else None}
+            # Direct invocation needs only the functions; with none in use yet, a configured dashboard must
+            # answer, and with no dashboard there is nothing to fail.
+            out["ok"] = all(reach.values()) if reach else (listed is not None if configured else True)
             return out
 
         return self._cached("nuclio:" + ",".join(functions), check)

@@ -1,4 +1,7 @@
-"""Job API: list, show, retry, cancel."""
+"""Job API: list, show, retry, cancel.
+
+Reads are open while BRIDGE_API_TOKEN is unset (they need the bearer token once it is set);
+retry and cancel always need the token and answer 403 while none is configured."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
-from bridge.app.deps import StoreDep, require_token
+from bridge.app.deps import StoreDep, require_token, require_token_to_change
 from bridge.jobs.models import Job
 from bridge.jobs.store import JobFilter
 
@@ -114,7 +117,15 @@ async def get_job(job_id: int, store: StoreDep) -> JobOut:
     return job_out(_found(await run_in_threadpool(store.get, job_id), job_id))
 
 
-@router.post("/{job_id}/retry", response_model=JobOut, summary="Run a finished (failed/cancelled/succeeded) job again")
+_CHANGES: dict = {
+    "dependencies": [Depends(require_token_to_change)],
+    "responses": {401: {"description": "missing or wrong bearer token"},
+                  403: {"description": "BRIDGE_API_TOKEN is not set: changes over HTTP are disabled"}},
+}
+
+
+@router.post("/{job_id}/retry", response_model=JobOut, summary="Run a finished (failed/cancelled/succeeded) job again",
+             **_CHANGES)
 async def retry_job(job_id: int, store: StoreDep) -> JobOut:
     if not 1 <= job_id < 2**31:
         raise HTTPException(404, f"job {job_id} not found")
@@ -124,7 +135,7 @@ async def retry_job(job_id: int, store: StoreDep) -> JobOut:
     return job_out(job)
 
 
-@router.post("/{job_id}/cancel", response_model=JobOut, summary="Cancel a queued or running job")
+@router.post("/{job_id}/cancel", response_model=JobOut, summary="Cancel a queued or running job", **_CHANGES)
 async def cancel_job(job_id: int, store: StoreDep) -> JobOut:
     if not 1 <= job_id < 2**31:
         raise HTTPException(404, f"job {job_id} not found")

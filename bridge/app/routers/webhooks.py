@@ -10,9 +10,10 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, SQLAlchemyError
 
-from bridge.app.security import SIGNATURE_HEADER, verify_signature
+from bridge.app.limits import BodyTooLarge
+from bridge.app.security import SIGNATURE_HEADER, signature_header_problem, verify_signature
 from bridge.events import PayloadError, decide, parse_envelope
 from bridge.pipelines.registry import ROUTES, RouteSpec, flight_key, parse_params, trigger_kind
 
@@ -22,8 +23,10 @@ WEBHOOK_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "ping answered, or event ignored (the reason is in the body)"},
     202: {"description": "event stored as a job (or a duplicate of an existing one): `job_id`"},
     400: {"description": "body is not JSON or query parameters are invalid (CVAT does not retry 4xx)"},
-    401: {"description": "missing or wrong X-Signature-256"},
-    422: {"description": "JSON is not a CVAT webhook payload"},
+    401: {"description": "missing, malformed or wrong X-Signature-256"},
+    413: {"description": "body larger than BRIDGE_MAX_BODY_BYTES"},
+    422: {"description": "JSON is not a CVAT webhook payload (e.g. an id outside 1..2147483647), "
+                         "or a control character in the query"},
     503: {"description": "the job store is unavailable; CVAT retries later"},
 }
 
@@ -47,28 +50,60 @@ def _params_doc(spec: RouteSpec) -> list[dict[str, Any]]:
     return out
 
 
+_KNOWN_EVENTS = frozenset(
+    ["ping"]
+    + [f"{a}:{r}" for a in ("create", "update", "delete")
+       for r in ("project", "task", "job", "issue", "comment", "membership", "invitation", "organization", "user")]
+    + [f"completed:request[{k}]" for k in ("export:annotations", "export:dataset", "export:backup", "create:task",
+                                           "merge:task", "merge:job", "calculate:quality")]
+)
+
+
+def event_label(event: str) -> str:
+    """The metrics label of an event: known CVAT events by name, anything else as 'other' (bounded)."""
+    return event if event in _KNOWN_EVENTS else "other"
+
+
 def _reply(request: Request, spec: RouteSpec, event: str, outcome: str, code: int, body: dict[str, Any],
            started: float) -> JSONResponse:
     metrics = request.app.state.metrics
-    metrics.webhooks.labels(spec.path, event, outcome).inc()
+    metrics.webhooks.labels(spec.path, event_label(event), outcome).inc()
     metrics.ack_seconds.labels(outcome).observe(time.perf_counter() - started)
     return JSONResponse(body, status_code=code)
+
+
+async def read_signed_body(request: Request) -> tuple[bytes | None, int, str]:
+    """The body once its signature is verified: (body, 200, "") or (None, status, reason).
+    The header is checked before a byte is read; the read stops past BRIDGE_MAX_BODY_BYTES
+    (``RequestLimitsMiddleware`` counts what ``receive`` hands over); only then the HMAC."""
+    secret = request.app.state.settings.secret_bytes()
+    header = request.headers.get(SIGNATURE_HEADER)
+    problem = signature_header_problem(secret, header)
+    if problem:
+        return None, 401, problem
+    try:
+        raw = await request.body()
+    except BodyTooLarge as exc:
+        return None, 413, str(exc)
+    problem = verify_signature(secret, raw, header)
+    if problem:
+        return None, 401, problem
+    return raw, 200, ""
 
 
 def make_handler(spec: RouteSpec):
     async def handler(request: Request) -> JSONResponse:
         started = time.perf_counter()
         settings = request.app.state.settings
-        raw = await request.body()
-        problem = verify_signature(settings.secret_bytes(), raw, request.headers.get(SIGNATURE_HEADER))
-        if problem:
-            log.warning("%s: rejected: %s", spec.path, problem)
-            return _reply(request, spec, "unknown", "unauthorized", 401, {"detail": problem}, started)
+        raw, code, problem = await read_signed_body(request)
+        if raw is None:
+            log.warning("%s: rejected (%d): %s", spec.path, code, problem)
+            outcome = "unauthorized" if code == 401 else "too_large"
+            return _reply(request, spec, "unknown", outcome, code, {"detail": problem}, started)
         try:
             env, _ = parse_envelope(raw)
         except PayloadError as exc:
-            code = 400 if "JSON" in str(exc) else 422
-            return _reply(request, spec, "unknown", "malformed", code, {"detail": str(exc)}, started)
+            return _reply(request, spec, "unknown", "malformed", exc.status, {"detail": str(exc)}, started)
 
         query = dict(request.query_params)
         query.update(spec.fixed)
@@ -104,6 +139,11 @@ def make_handler(spec: RouteSpec):
                 flight_key=flight_key(spec.pipeline, trig.resource, trig.resource_id),
                 max_attempts=settings.max_attempts,
             )
+        except DataError as exc:  # a value the store refuses: a 5xx would make CVAT retry it for days
+            first = str(exc.orig or exc).splitlines()[0][:200]
+            log.warning("%s: job store refused a value: %s", spec.path, first)
+            return _reply(request, spec, env.event, "malformed", 422,
+                          {"detail": f"value cannot be stored: {first}"}, started)
         except SQLAlchemyError as exc:
             log.error("%s: job store unavailable: %s", spec.path, exc)
             return _reply(request, spec, env.event, "store_error", 503,
@@ -131,21 +171,25 @@ def build_router() -> APIRouter:
         )
     router.add_api_route("/test-webhook", test_webhook, methods=["POST"],
                          summary="Dry run: what every route would do with this payload (no side effects)",
-                         responses={400: {"description": "body is not a JSON object"}})
+                         description="Signed like every webhook route (401 with the reason otherwise); the "
+                                     "signature is checked before the body is parsed.",
+                         responses={400: {"description": "body is not a JSON object"},
+                                    401: WEBHOOK_RESPONSES[401], 413: WEBHOOK_RESPONSES[413]})
     return router
 
 
 async def test_webhook(request: Request) -> JSONResponse:
     """Echo the parsed payload and each route's decision without storing anything."""
     settings = request.app.state.settings
-    raw = await request.body()
-    sig = request.headers.get(SIGNATURE_HEADER)
-    signature = "absent" if not sig else ("valid" if not verify_signature(settings.secret_bytes(), raw, sig)
-                                          else "invalid")
+    raw, code, problem = await read_signed_body(request)
+    if raw is None:
+        return JSONResponse({"detail": problem, "signature": "invalid" if code == 401 else "not checked"},
+                            status_code=code)
+    signature = "valid" if settings.secret_bytes() else "not checked (BRIDGE_ALLOW_UNSIGNED=true)"
     try:
         env, data = parse_envelope(raw)
     except PayloadError as exc:
-        return JSONResponse({"detail": str(exc)}, status_code=400 if "JSON" in str(exc) else 422)
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
     query = dict(request.query_params)
     decisions = {}
     for spec in ROUTES:
