@@ -10,6 +10,8 @@ proxy really does instead of relaying it:
 - ``"504"``: answers ``504 Gateway Timeout`` like nginx/traefik in front of CVAT, and closes;
 - a callable: calls it (e.g. ``kill -9`` of the bridge process), then resets.
 
+``outage()`` makes CVAT unreachable (every connection reset) until ``restore()``.
+
 HTTP/1.1 without pipelining (what urllib3 speaks): the answer after a request belongs to it.
 """
 
@@ -57,6 +59,7 @@ class FaultProxy:
         self._rules: list[Rule] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._down = threading.Event()
         self._conns: list[_Conn] = []
         self.log: list[tuple[str, str, str]] = []  # (method, path, fault name) of every fault applied
         self._thread = threading.Thread(target=self._accept, daemon=True, name="fault-proxy")
@@ -68,6 +71,18 @@ class FaultProxy:
         with self._lock:
             self._rules.append(rule)
         return rule
+
+    def outage(self) -> None:
+        """CVAT goes away: open connections are reset, new ones refused, until ``restore()``."""
+        self._down.set()
+        with self._lock:
+            conns, self._conns = list(self._conns), []
+        for conn in conns:
+            _reset(conn.client)
+            _close(conn)
+
+    def restore(self) -> None:
+        self._down.clear()
 
     def disarm(self) -> None:
         with self._lock:
@@ -106,6 +121,9 @@ class FaultProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            if self._down.is_set():
+                _reset(client)
+                continue
             try:
                 upstream = socket.create_connection(self.upstream, timeout=10)
             except OSError:

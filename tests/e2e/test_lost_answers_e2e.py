@@ -7,6 +7,7 @@ is reset. What CVAT holds afterwards must equal what a fault-free run writes: no
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 import pytest
@@ -83,3 +84,48 @@ def test_lost_answers_to_deletes_and_writes_in_one_run(stack):
     assert runs[0]["status"] == "succeeded", runs
     assert Counter(map(_key, cvat.shapes(job_id=job_id))) == expected
     assert len(stack.proxy.log) == 3
+
+
+def test_a_cvat_outage_keeps_the_job_waiting_then_it_finishes(stack):
+    """Case 5: CVAT unreachable far longer than 5 attempts take: the job waits (visible, with its next
+    attempt time) instead of failing for good, and finishes once CVAT is back."""
+    cvat = stack.cvat
+    project = cvat.create_project("reef", LABELS)
+    stack.hook(project, "/detect-model-webhook", ["update:job"], model_name="frame-detector")
+    task = cvat.create_task(project, "quadrats", _images(), segment_size=3)
+    (job_id,) = cvat.job_ids(task)
+    stack.proxy.outage()
+    try:
+        cvat.set_job_state(job_id, "in progress")  # the webhook reaches the bridge; CVAT does not answer it
+        waiting = stack.wait_for(lambda: stack.jobs(status="waiting"), 30, "the job to wait out the outage")
+        (job,) = waiting
+        assert job["waiting"] and job["next_attempt_at"] and job["retry_until"]
+        assert "could not be reached" in job["error"]
+        deadline = time.monotonic() + 90
+        while stack.jobs()[0]["attempts"] <= 6:  # more attempts than BRIDGE_MAX_ATTEMPTS=5 ever allowed
+            assert stack.jobs()[0]["status"] in ("queued", "running"), stack.jobs()
+            assert time.monotonic() < deadline, stack.jobs()
+            time.sleep(0.2)
+    finally:
+        stack.proxy.restore()
+    (job,) = stack.settle(timeout=60)
+    assert job["status"] == "succeeded" and not job["waiting"], job
+    assert len(cvat.shapes(job_id=job_id)) > 0
+
+
+def test_a_retry_the_user_asks_for_runs_again(stack):
+    """Case 9: retrying a succeeded detect job re-detects (it used to re-run nothing: checkpoint kept)."""
+    cvat = stack.cvat
+    project = cvat.create_project("reef", LABELS)
+    stack.hook(project, "/detect-model-webhook", ["update:job"], model_name="frame-detector")
+    task = cvat.create_task(project, "quadrats", _images(), segment_size=3)
+    (job_id,) = cvat.job_ids(task)
+    (first,) = _detect(stack, job_id, 1)
+    before = cvat.shapes(job_id=job_id)
+    resp = stack.http.post(f"{stack.bridge_url}/jobs/{first['id']}/retry")
+    assert resp.status_code == 200, resp.text
+    (again,) = stack.settle(timeout=60)
+    assert again["id"] == first["id"] and again["status"] == "succeeded" and again["attempts"] == 1
+    after = cvat.shapes(job_id=job_id)
+    assert Counter(map(_key, after)) == Counter(map(_key, before))  # re-detected: same shapes…
+    assert not {s["id"] for s in after} & {s["id"] for s in before}  # …written anew, the old ones replaced

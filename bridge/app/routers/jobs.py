@@ -19,6 +19,8 @@ from bridge.jobs.store import JobFilter
 router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[Depends(require_token)])
 
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+StatusFilter = Literal["queued", "waiting", "running", "succeeded", "failed", "cancelled"]
+"""``waiting``: queued again after a transient error (an outage), until ``next_attempt_at``."""
 
 
 class FrameError(BaseModel):
@@ -47,6 +49,12 @@ class JobOut(BaseModel):
     error: str | None
     summary: str | None
     cancel_requested: bool
+    waiting: bool
+    """Queued again after a transient error (CVAT or Nuclio unreachable); ``error`` says which."""
+    next_attempt_at: datetime | None
+    retry_until: datetime | None
+    """Transient errors are retried until then (BRIDGE_RETRY_WINDOW_SECONDS after the first one)."""
+    failures: int
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -75,12 +83,17 @@ def job_out(job: Job) -> JobOut:
     shapes = sum(1 for o in (job.objects or []) if o.get("kind") == "shape")
     if shapes:
         objects.append({"kind": "shapes", "count": shapes})
+    available = _utc(job.available_at)
+    waiting = job.status == "queued" and job.error is not None and available is not None \
+        and available > datetime.now(UTC)
     return JobOut(
         id=job.id, pipeline=job.pipeline, status=job.status, partial=bool(errors) and job.status == "succeeded",
         params=job.params or {}, trigger=job.trigger or {}, attempts=job.attempts, max_attempts=job.max_attempts,
         progress=ProgressOut(done=job.progress_done, total=job.progress_total), frame_errors=errors,
         created_objects=objects, notes=job.notes or {}, error=job.error, summary=job.summary,
-        cancel_requested=job.cancel_requested, created_at=_utc(job.created_at), started_at=_utc(job.started_at),
+        cancel_requested=job.cancel_requested, waiting=waiting,
+        next_attempt_at=available if job.status == "queued" else None, retry_until=_utc(job.retry_until),
+        failures=job.failures or 0, created_at=_utc(job.created_at), started_at=_utc(job.started_at),
         finished_at=_utc(job.finished_at), updated_at=_utc(job.updated_at), duration_s=job.duration_s,
     )
 
@@ -88,7 +101,7 @@ def job_out(job: Job) -> JobOut:
 @router.get("", response_model=JobPage, summary="List jobs, newest first")
 async def list_jobs(
     store: StoreDep,
-    status: Status | None = None,
+    status: StatusFilter | None = None,
     pipeline: Annotated[str | None, Query(max_length=64)] = None,
     task_id: Annotated[int | None, Query(ge=0, le=2**31 - 1)] = None,
     job_id: Annotated[int | None, Query(ge=0, le=2**31 - 1, description="CVAT job id")] = None,
