@@ -21,10 +21,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bridge.app.settings import Settings  # noqa: E402
+from bridge.config import Settings  # noqa: E402
 from bridge.cvat.client import CvatClient  # noqa: E402
+from bridge.events import Trigger  # noqa: E402
 from bridge.nuclio.client import NuclioClient  # noqa: E402
-from bridge.pipelines.base import MemoryProgress, StepContext, Trigger  # noqa: E402
+from bridge.pipelines.base import MemoryProgress, StepContext  # noqa: E402
 from bridge.pipelines.detect import run_detect  # noqa: E402
 from bridge.pipelines.params import DetectParams  # noqa: E402
 

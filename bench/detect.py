@@ -52,11 +52,12 @@ from cvat_sdk.auto_annotation import (
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bridge.app.settings import Settings  # noqa: E402
+from bridge.config import Settings  # noqa: E402
 from bridge.cvat.client import CvatClient  # noqa: E402
 from bridge.cvat.connection import make_sdk_client  # noqa: E402
+from bridge.events import Trigger  # noqa: E402
 from bridge.nuclio.client import NuclioClient  # noqa: E402
-from bridge.pipelines.base import MemoryProgress, StepContext, Trigger  # noqa: E402
+from bridge.pipelines.base import MemoryProgress, StepContext  # noqa: E402
 from bridge.pipelines.detect import run_detect  # noqa: E402
 from bridge.pipelines.params import DetectParams  # noqa: E402
 from tests.doubles.cvat_double import Costs, CvatDouble  # noqa: E402

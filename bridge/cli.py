@@ -17,7 +17,7 @@ from bridge.setup.cli import add_arguments as add_setup_arguments
 
 
 def _settings(args: argparse.Namespace):
-    from bridge.app.settings import Settings
+    from bridge.config import Settings
 
     try:
         return Settings()
@@ -62,28 +62,23 @@ def _warn_bind(host: str, settings: Any) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from bridge.app.factory import make_worker
-    from bridge.app.metrics import BridgeMetrics
-    from bridge.jobs.store import JobStore
-    from bridge.jobs.worker import WorkerPool
     from bridge.logs import setup_logging
-    from bridge.runtime import Runtime
+    from bridge.runtime import build
 
     settings = _settings(args)
     setup_logging(settings.log_level, settings.log_json)
     settings.warn_unsafe()
-    store = JobStore(settings.resolved_database_url)
-    runtime = Runtime(settings, store, metrics=BridgeMetrics())
-    count = args.workers if args.workers is not None else max(1, settings.workers)
-    pool = WorkerPool(lambda i: make_worker(store, runtime, settings), count)
+    bridge = build(settings)
+    count = args.workers if args.workers is not None else max(1, settings.store.workers)
+    pool = bridge.worker_pool(count)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     pool.start()
-    print(f"bridge worker: {count} workers on {store.dialect}; Ctrl-C to stop", file=sys.stderr)
+    print(f"bridge worker: {count} workers on {bridge.store.dialect}; Ctrl-C to stop", file=sys.stderr)
     stop.wait()
     pool.stop()
-    runtime.close()
+    bridge.close()
     return 0
 
 

@@ -13,7 +13,40 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from bridge.pipelines.base import Trigger, TriggerKind
+TriggerKind = Literal["job_in_progress", "job_completed", "task_completed"]
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """The CVAT transition that started a job (built by ``bridge.events``, stored with the job)."""
+
+    kind: TriggerKind
+    resource: Literal["job", "task"]
+    resource_id: int
+    project_id: int | None = None
+    task_id: int | None = None
+    job_id: int | None = None
+    event: str = ""
+    webhook_id: int | None = None
+    sender: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "resource": self.resource,
+            "resource_id": self.resource_id,
+            "project_id": self.project_id,
+            "task_id": self.task_id,
+            "job_id": self.job_id,
+            "event": self.event,
+            "webhook_id": self.webhook_id,
+            "sender": self.sender,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Trigger:
+        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__ if k in d})
+
 
 IN_PROGRESS = "in progress"
 COMPLETED = "completed"

@@ -9,12 +9,12 @@ import sys
 from datetime import UTC, datetime
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("bridge_request_id", default=None)
+current_job_id: contextvars.ContextVar[int | None] = contextvars.ContextVar("bridge_job_id", default=None)
+"""Set by the worker around a job, so every log line of that job carries its id."""
 
 
 class ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        from bridge.jobs.worker import current_job_id
-
         record.request_id = request_id.get()
         record.job_id = current_job_id.get()
         return True

@@ -1,4 +1,7 @@
-"""Composition root: builds the clients once and runs a stored job through its pipeline.
+"""The composition root: ``build(settings)`` wires the job store, the metrics, the pipeline registry
+and the clients once; ``bridge serve`` (through the app factory), ``bridge worker`` and the tests all
+start from it. Each room gets only its part of the settings (``Settings.cvat``, ``.nuclio``,
+``.store``, ``.pipelines``).
 
 The worker (``bridge.jobs``) calls ``Runtime.run_job``; the same call runs a job inline in tests.
 Clients are created lazily (the bridge starts without CVAT or Nuclio reachable) and shared by
@@ -12,18 +15,21 @@ import re
 import shutil
 import threading
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from bridge.config import Settings
 from bridge.errors import BridgeError, Cancelled, PermanentError
+from bridge.events import Trigger
 from bridge.jobs.models import Job
 from bridge.jobs.store import JobStore
-from bridge.pipelines.base import Progress, StepContext, Trigger
+from bridge.jobs.worker import Worker, WorkerPool
+from bridge.metrics import BridgeMetrics
+from bridge.pipelines.base import Progress, StepContext
 from bridge.pipelines.fencing import FencedCvat
-from bridge.pipelines.registry import flight_key, load_pipeline, parse_params
+from bridge.pipelines.registry import Registry, flight_key
 
 if TYPE_CHECKING:
-    from bridge.app.metrics import BridgeMetrics
-    from bridge.app.settings import Settings
     from bridge.cvat.client import CvatClient
     from bridge.nuclio.client import NuclioClient
 
@@ -32,12 +38,16 @@ _WORK_DIR = re.compile(r"^job(\d+)-")
 
 
 class Runtime:
+    """Runs stored jobs through their pipelines with shared, lazily built clients."""
+
     def __init__(self, settings: Settings, store: JobStore | None = None, *,
                  cvat: CvatClient | None = None, nuclio: NuclioClient | None = None,
-                 metrics: BridgeMetrics | None = None):
+                 metrics: BridgeMetrics | None = None, registry: Registry | None = None):
         self.settings = settings
+        self.pipeline_settings = settings.pipelines
         self.store = store
         self.metrics = metrics
+        self.registry = registry or Registry(settings.extra_pipelines)
         self._cvat = cvat
         self._nuclio = nuclio
         self._lock = threading.Lock()
@@ -48,7 +58,7 @@ class Runtime:
             if self._cvat is None:
                 from bridge.cvat.client import CvatClient
 
-                self._cvat = CvatClient.from_settings(self.settings)
+                self._cvat = CvatClient.from_settings(self.settings.cvat)
             return self._cvat
 
     @property
@@ -57,7 +67,7 @@ class Runtime:
             if self._nuclio is None:
                 from bridge.nuclio.client import NuclioClient
 
-                self._nuclio = NuclioClient.from_settings(self.settings)
+                self._nuclio = NuclioClient.from_settings(self.settings.nuclio)
             return self._nuclio
 
     def close(self) -> None:
@@ -78,9 +88,9 @@ class Runtime:
             )
         return StepContext(
             trigger=trigger,
-            params=parse_params(job.pipeline, job.params, self.settings.extra_pipelines),
-            settings=self.settings,
-            cvat=FencedCvat(self.cvat, progress.fence),  # type: ignore[arg-type]
+            params=self.registry.parse_params(job.pipeline, job.params),
+            settings=self.pipeline_settings,
+            cvat=FencedCvat(lambda: self.cvat, progress.fence),  # type: ignore[arg-type]
             nuclio=self.nuclio.with_deadline(deadline) if deadline is not None else self.nuclio,
             progress=progress,
             job_id=job.id,
@@ -116,7 +126,7 @@ class Runtime:
     def run_job(self, job: Job, progress: Progress, cancel: threading.Event) -> str:
         """``JobRunner`` for the worker: one attempt of one job, bounded by AUTO_ANN_TIMEOUT."""
         self.sweep_work_dirs(job)
-        pipeline = load_pipeline(job.pipeline, self.settings.extra_pipelines)
+        pipeline = self.registry.spec(job.pipeline)
         ctx = self.context_for(job, progress, cancel, deadline=time.monotonic() + self.settings.auto_ann_timeout)
         timed_out = threading.Event()
 
@@ -174,3 +184,39 @@ def _frame_list(errors: dict[int, str], limit: int = 20) -> str:
     items = [f"frame {f}: {reason}" for f, reason in sorted(errors.items())[:limit]]
     more = len(errors) - limit
     return "; ".join(items) + (f"; … and {more} more" if more > 0 else "")
+
+
+@dataclass
+class Bridge:
+    """What ``build`` wires: one of each, shared by the HTTP layer and the workers of a process."""
+
+    settings: Settings
+    store: JobStore
+    metrics: BridgeMetrics
+    registry: Registry
+    runtime: Runtime
+
+    def worker(self, index: int = 0) -> Worker:
+        cfg = self.settings.store
+        return Worker(self.store, self.runtime.run_job, lease_seconds=cfg.lease_seconds,
+                      poll_seconds=cfg.poll_seconds, retry_base=cfg.retry_base_seconds,
+                      retry_cap=cfg.retry_max_seconds, retry_window=cfg.retry_window_seconds,
+                      on_finish=self.runtime.on_finish)
+
+    def worker_pool(self, count: int) -> WorkerPool:
+        return WorkerPool(self.worker, count)
+
+    def close(self) -> None:
+        self.runtime.close()
+
+
+def build(settings: Settings, *, store: JobStore | None = None, runtime: Runtime | None = None) -> Bridge:
+    """The composition root. ``store``/``runtime`` replace the ones it would build (tests)."""
+    store = store or JobStore(settings.store.database_url)
+    metrics = runtime.metrics if runtime is not None and runtime.metrics is not None \
+        else BridgeMetrics(store.counts_by_status)
+    runtime = runtime or Runtime(settings, store, metrics=metrics)
+    runtime.store = runtime.store or store
+    runtime.metrics = runtime.metrics or metrics
+    return Bridge(settings=settings, store=store, metrics=metrics, registry=runtime.registry, runtime=runtime)
+

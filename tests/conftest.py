@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from bridge.app.security import sign
-from bridge.app.settings import Settings
+from bridge.config import Settings
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SAMPLES_DIR = FIXTURES / "cvat-samples"

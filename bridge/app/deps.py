@@ -1,38 +1,81 @@
-"""FastAPI dependencies: typed access to what the app factory put on ``app.state``."""
+"""FastAPI dependencies: the one typed object the app factory puts on ``app.state`` and typed access
+to its parts. Routes reach application state only through these."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated
 
-from fastapi import Depends, Header, HTTPException, Request, status
+from fastapi import Depends, FastAPI, Header, HTTPException, Request, status
 
-from bridge.app.metrics import BridgeMetrics
 from bridge.app.security import token_ok
-from bridge.app.settings import Settings
+from bridge.config import Settings
 from bridge.jobs.store import JobStore
-from bridge.runtime import Runtime
+from bridge.jobs.worker import WorkerPool
+from bridge.metrics import BridgeMetrics
+from bridge.pipelines.registry import Registry
+from bridge.runtime import Bridge, Runtime
+
+if TYPE_CHECKING:
+    from bridge.app.routers.health import ComponentChecks
 
 
-def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
+@dataclass
+class AppState:
+    """Everything the routes use: the composition root's ``Bridge`` plus what only HTTP needs."""
+
+    bridge: Bridge
+    checks: ComponentChecks
+    watch_functions: list[str] = field(default_factory=list)
+    own_username: str | None = None
+    pool: WorkerPool | None = None
+
+    @property
+    def settings(self) -> Settings:
+        return self.bridge.settings
+
+    @property
+    def store(self) -> JobStore:
+        return self.bridge.store
 
 
-def get_store(request: Request) -> JobStore:
-    return request.app.state.store
+def app_state(app: FastAPI) -> AppState:
+    """The app's state (for the factory, the lifespan and tests; routes use the dependencies)."""
+    return app.state.bridge
 
 
-def get_metrics(request: Request) -> BridgeMetrics:
-    return request.app.state.metrics
+def get_state(request: Request) -> AppState:
+    return app_state(request.app)
 
 
-def get_runtime(request: Request) -> Runtime:
-    return request.app.state.runtime
+StateDep = Annotated[AppState, Depends(get_state)]
+
+
+def get_settings(state: StateDep) -> Settings:
+    return state.bridge.settings
+
+
+def get_store(state: StateDep) -> JobStore:
+    return state.bridge.store
+
+
+def get_metrics(state: StateDep) -> BridgeMetrics:
+    return state.bridge.metrics
+
+
+def get_runtime(state: StateDep) -> Runtime:
+    return state.bridge.runtime
+
+
+def get_registry(state: StateDep) -> Registry:
+    return state.bridge.registry
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[JobStore, Depends(get_store)]
 MetricsDep = Annotated[BridgeMetrics, Depends(get_metrics)]
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+RegistryDep = Annotated[Registry, Depends(get_registry)]
 
 
 def _check_bearer(expected: str, authorization: str | None) -> None:

@@ -1,4 +1,4 @@
-"""The app factory: wires settings, job store, runtime, metrics and routers."""
+"""The app factory: the HTTP layer on top of the composition root (``bridge.runtime.build``)."""
 
 from __future__ import annotations
 
@@ -17,14 +17,14 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridge import __version__
+from bridge.app import console
+from bridge.app.deps import AppState
 from bridge.app.limits import RequestLimitsMiddleware
-from bridge.app.metrics import BridgeMetrics
 from bridge.app.routers import health, jobs, webhooks
-from bridge.app.settings import Settings
-from bridge.jobs.store import JobFilter, JobStore
-from bridge.jobs.worker import Worker, WorkerPool
+from bridge.config import Settings
+from bridge.jobs.store import JobStore
 from bridge.logs import request_id
-from bridge.runtime import Runtime
+from bridge.runtime import Runtime, build
 
 log = logging.getLogger(__name__)
 
@@ -65,28 +65,22 @@ class RequestIdMiddleware:
             request_id.reset(token)
 
 
-def make_worker(store: JobStore, runtime: Runtime, settings: Settings) -> Worker:
-    return Worker(store, runtime.run_job, lease_seconds=settings.lease_seconds,
-                  poll_seconds=settings.poll_seconds, retry_base=settings.retry_base_seconds,
-                  retry_cap=settings.retry_max_seconds, retry_window=settings.retry_window_seconds,
-                  on_finish=runtime.on_finish)
-
-
 def create_app(settings: Settings, *, store: JobStore | None = None, runtime: Runtime | None = None,
                workers: int | None = None, watch_functions: list[str] | None = None) -> FastAPI:
-    """Build the app. ``workers`` overrides BRIDGE_WORKERS (0 = API only)."""
-    store = store or JobStore(settings.resolved_database_url)
-    metrics = BridgeMetrics(store.counts_by_status)
-    runtime = runtime or Runtime(settings, store, metrics=metrics)
-    runtime.store = runtime.store or store
-    runtime.metrics = runtime.metrics or metrics
-    n_workers = settings.workers if workers is None else workers
+    """Build the app on the composition root (``bridge.runtime.build``). ``workers`` overrides
+    BRIDGE_WORKERS (0 = API only); ``store``/``runtime`` replace the built ones (tests)."""
+    bridge = build(settings, store=store, runtime=runtime)
+    n_workers = settings.store.workers if workers is None else workers
+    state = AppState(bridge=bridge, checks=health.ComponentChecks(bridge.runtime),
+                     watch_functions=list(watch_functions or []),
+                     own_username=settings.cvat_login if settings.ignore_own_events else None)
+    metrics = bridge.metrics
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.warn_unsafe()
-        pool = WorkerPool(lambda i: make_worker(store, runtime, settings), n_workers) if n_workers else None
-        app.state.pool = pool
+        pool = bridge.worker_pool(n_workers) if n_workers else None
+        state.pool = pool
         if pool:
             pool.start()
             log.info("started %d in-process workers", n_workers)
@@ -95,18 +89,12 @@ def create_app(settings: Settings, *, store: JobStore | None = None, runtime: Ru
         finally:
             if pool:
                 pool.stop()
-            runtime.close()
+            bridge.close()
 
-    app = FastAPI(title="cvat-bridge", version=__version__, description=DESCRIPTION, lifespan=lifespan)
-    app.state.settings = settings
-    app.state.store = store
-    app.state.metrics = metrics
-    app.state.runtime = runtime
-    app.state.pool = None
-    app.state.own_username = settings.cvat_login if settings.ignore_own_events else None
-    app.state.checks = health.ComponentChecks(runtime)
-    app.state.watch_functions = watch_functions or []
-    app.state.job_filter_all = JobFilter
+    # /docs and /redoc come from assets shipped with the bridge (bridge.app.console.docs), not a CDN.
+    app = FastAPI(title="cvat-bridge", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
+    app.state.bridge = state
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -128,7 +116,8 @@ def create_app(settings: Settings, *, store: JobStore | None = None, runtime: Ru
                        max_header_bytes=settings.max_header_bytes,
                        on_reject=lambda reason: metrics.rejected.labels(reason).inc())
     app.add_middleware(RequestIdMiddleware)
-    app.include_router(webhooks.build_router())
+    app.include_router(webhooks.build_router(bridge.registry))
     app.include_router(jobs.router)
     app.include_router(health.router)
+    console.install(app, settings)  # the web console at /, its API, offline /docs and /redoc
     return app

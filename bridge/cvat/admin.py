@@ -93,7 +93,7 @@ class CvatAdmin:
         return ProjectInfo(id=int(data["id"]), name=str(data["name"]))
 
     def create_project(self, name: str, labels: Sequence[dict[str, Any]]) -> ProjectInfo:
-        """Create a project with ``labels`` (dicts as ``bridge.setup.labels.prepare_labels`` returns)."""
+        """Create a project with ``labels`` (dicts as ``bridge.labels.prepare_labels`` returns)."""
         request = _model(models.ProjectWriteRequest, f"project {name!r}", name=name, labels=list(labels))
         with map_errors(f"creating project {name!r}"):
             _, resp = self._api.projects_api.create(request, _parse_response=False)

@@ -20,11 +20,12 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 from cvat_sdk import Client
 from cvat_sdk.core.uploading import DataUploader
 
+from bridge.config import CvatSettings, Settings
 from bridge.cvat.connection import check_url, make_sdk_client, map_errors
 from bridge.cvat.shapes import shape_from_request_json, shape_to_json, tag_from_json, tag_to_json
 from bridge.cvat.types import (
@@ -39,9 +40,6 @@ from bridge.cvat.types import (
     TaskInfo,
 )
 from bridge.errors import BridgeError, ConfigError, CvatRejected, CvatUnavailable, NotFound, PermanentError
-
-if TYPE_CHECKING:
-    from bridge.app.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -93,17 +91,11 @@ class CvatClient:
         self._chunks: ThreadPoolExecutor | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> CvatClient:
-        token = settings.cvat_access_token.get_secret_value() if settings.cvat_access_token else None
-        return cls(
-            settings.cvat_url,
-            access_token=token or None,
-            username=settings.cvat_login,
-            password=settings.cvat_secret_password,
-            org=settings.cvat_org,
-            timeout=settings.cvat_timeout,
-            cache_dir=settings.resolved_cache_dir,
-        )
+    def from_settings(cls, settings: CvatSettings | Settings) -> CvatClient:
+        """Build from its part of the settings (``Settings.cvat``)."""
+        cfg = settings.cvat if isinstance(settings, Settings) else settings
+        return cls(cfg.url, access_token=cfg.access_token, username=cfg.username, password=cfg.password,
+                   org=cfg.org, timeout=cfg.timeout, cache_dir=cfg.cache_dir)
 
     # --- plumbing -------------------------------------------------------------------------------
     def _sdk(self) -> Client:

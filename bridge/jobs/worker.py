@@ -13,7 +13,6 @@ CVAT write — raises ``LeaseLost`` once the lease is no longer this worker's or
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import os
 import socket
@@ -27,9 +26,9 @@ from typing import Any, Protocol
 from bridge.errors import BridgeError, Cancelled, LeaseLost, TransientError
 from bridge.jobs.models import Job
 from bridge.jobs.store import JobStore
+from bridge.logs import current_job_id
 
 log = logging.getLogger(__name__)
-current_job_id: contextvars.ContextVar[int | None] = contextvars.ContextVar("bridge_job_id", default=None)
 
 
 @dataclass

@@ -38,6 +38,7 @@ from typing import Any, Literal
 import httpx
 import numpy as np
 
+from bridge.config import NuclioSettings, Settings
 from bridge.errors import BadImage, FunctionFailed, FunctionUnavailable
 from bridge.geometry.rle import crop_to_cvat_rle
 from bridge.nuclio import images, scaling
@@ -163,21 +164,22 @@ class NuclioClient:
         self._info: dict[str, tuple[float, dict[str, Any] | None]] = {}
 
     @classmethod
-    def from_settings(cls, settings: Any, **overrides: Any) -> NuclioClient:
-        """Build from ``bridge.app.settings.Settings``; keyword overrides (e.g. ``transport``) win."""
+    def from_settings(cls, settings: NuclioSettings | Settings, **overrides: Any) -> NuclioClient:
+        """Build from its part of the settings (``Settings.nuclio``); keyword overrides (e.g. ``transport``) win."""
+        cfg = settings.nuclio if isinstance(settings, Settings) else settings
         kwargs: dict[str, Any] = {
-            "invoke_method": settings.nuclio_invoke_method,
-            "function_url": settings.nuclio_function_url,
-            "dashboard_url": configured_dashboard(settings),
-            "namespace": settings.nuclio_namespace,
-            "project": settings.nuclio_project,
-            "timeout": settings.nuclio_timeout,
-            "function_timeouts": settings.nuclio_function_timeouts,
-            "concurrency": settings.nuclio_concurrency,
-            "function_concurrency": settings.nuclio_function_concurrency,
-            "max_body_bytes": settings.nuclio_max_body_bytes,
-            "max_response_bytes": settings.nuclio_max_response_bytes,
-            "retries": settings.nuclio_retries,
+            "invoke_method": cfg.invoke_method,
+            "function_url": cfg.function_url,
+            "dashboard_url": cfg.dashboard_url,
+            "namespace": cfg.namespace,
+            "project": cfg.project,
+            "timeout": cfg.timeout,
+            "function_timeouts": cfg.function_timeouts,
+            "concurrency": cfg.concurrency,
+            "function_concurrency": cfg.function_concurrency,
+            "max_body_bytes": cfg.max_body_bytes,
+            "max_response_bytes": cfg.max_response_bytes,
+            "retries": cfg.retries,
         }
         kwargs.update(overrides)
         return cls(**kwargs)
@@ -723,16 +725,6 @@ def _check_prompt(index: int, prompt: Any) -> dict:
     return out
 
 
-def configured_dashboard(settings: Any) -> str | None:
-    """The dashboard URL to use, or ``None`` when none is configured for direct invocation.
-
-    Dashboard invocation always has one. Direct invocation consults the dashboard (for labels,
-    ``maxWorkers``, ``maxRequestBodySize``, ``eventTimeout``) only when ``NUCLIO_DASHBOARD_URL``,
-    ``NUCLIO_HOST`` or ``NUCLIO_PORT`` is set, or when ``NUCLIO_FUNCTION_URL`` is left at its default
-    (CVAT's serverless layout, where the dashboard is ``nuclio:8070`` next to ``nuclio-nuclio-{name}``).
-    """
-    explicit = settings.model_fields_set
-    if (settings.nuclio_invoke_method == "dashboard" or settings.nuclio_dashboard_url
-            or {"nuclio_host", "nuclio_port"} & explicit or "nuclio_function_url" not in explicit):
-        return settings.resolved_dashboard_url
-    return None
+def configured_dashboard(settings: Settings) -> str | None:
+    """The dashboard URL the client built from ``settings`` uses (``Settings.configured_dashboard_url``)."""
+    return settings.configured_dashboard_url

@@ -1,62 +1,26 @@
-"""The pipeline interface: what a step receives and what it returns.
+"""What a pipeline step receives (``StepContext``) and returns (``PipelineResult``).
 
-A pipeline is one module under ``bridge/pipelines/``; it exposes a ``Pipeline`` object that
-the registry maps from a webhook route. The worker builds a ``StepContext`` and calls
-``pipeline.run(ctx)``; the same call runs inline (tests, ``bridge jobs run``) or from the queue.
-Pipelines know nothing of FastAPI or SQL.
+A pipeline is one module under ``bridge/pipelines/`` declaring a ``PipelineSpec``
+(``bridge.pipelines.spec``). The worker builds a ``StepContext`` and calls ``spec.run(ctx)``; the same
+call runs inline (tests, benchmarks) or from the queue. Pipelines know nothing of FastAPI or SQL.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel
 
 from bridge.errors import Cancelled, PermanentError
+from bridge.events import Trigger
 
 if TYPE_CHECKING:
-    from bridge.app.settings import Settings
+    from bridge.config import PipelineSettings
     from bridge.cvat.client import CvatClient
     from bridge.nuclio.client import NuclioClient
-
-TriggerKind = Literal["job_in_progress", "job_completed", "task_completed"]
-
-
-@dataclass(frozen=True)
-class Trigger:
-    """The CVAT transition that started a job (built by ``bridge.events``, stored with the job)."""
-
-    kind: TriggerKind
-    resource: Literal["job", "task"]
-    resource_id: int
-    project_id: int | None = None
-    task_id: int | None = None
-    job_id: int | None = None
-    event: str = ""
-    webhook_id: int | None = None
-    sender: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "resource": self.resource,
-            "resource_id": self.resource_id,
-            "project_id": self.project_id,
-            "task_id": self.task_id,
-            "job_id": self.job_id,
-            "event": self.event,
-            "webhook_id": self.webhook_id,
-            "sender": self.sender,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Trigger:
-        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__ if k in d})
-
 
 class Progress(Protocol):
     """Progress and result reporting; the worker persists it on the job row."""
@@ -121,7 +85,7 @@ class StepContext:
 
     trigger: Trigger
     params: BaseModel
-    settings: Settings
+    settings: PipelineSettings
     cvat: CvatClient
     nuclio: NuclioClient
     progress: Progress
@@ -159,16 +123,3 @@ class PipelineResult:
     @property
     def partial(self) -> bool:
         return 0 < self.frames_failed
-
-
-class Pipeline(Protocol):
-    """One pipeline: a name, the transition that triggers it, its query parameters, and ``run``."""
-
-    name: str
-    trigger: TriggerKind
-    params_model: type[BaseModel]
-
-    def run(self, ctx: StepContext) -> PipelineResult: ...
-
-
-RunFn = Callable[[StepContext], PipelineResult]

@@ -8,16 +8,19 @@ job's original frames by chunk through the function (bounded concurrency) → co
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
+from typing import Any
 
 from bridge.cvat.shapes import DetectorConverter
-from bridge.errors import Cancelled, FunctionUnavailable, LabelMismatch, PermanentError
+from bridge.errors import Cancelled, LabelMismatch
 from bridge.pipelines.base import PipelineResult, StepContext
 from bridge.pipelines.params import DetectParams
+from bridge.pipelines.spec import JOB_EVENTS, PipelineSpec, Route
 from bridge.pipelines.steps import (
+    FramePolicy,
     ShapeWriter,
     attempt_shape_ids,
     earlier_shape_ids,
-    error_text,
     map_frames,
     remove_earlier_shapes,
     report_unmatched,
@@ -60,7 +63,7 @@ def run_detect(ctx: StepContext, job_id: int, function: str, *, conv_mask_to_pol
     # A re-run replaces this model's shapes from earlier runs on this job, and nothing else; a
     # resumed attempt keeps the frames it checkpointed and drops any half-recorded batch.
     writer = ShapeWriter(ctx, job_id, batch_size=ctx.settings.write_batch_size)
-    earlier = earlier_shape_ids(ctx, match=lambda p: p.get("model_name", p.get("then_detect")) == function)
+    earlier = earlier_shape_ids(ctx, match=lambda p: same_model(p, function))
     removed = remove_earlier_shapes(ctx, job_id, earlier, sources=("auto",))
     remove_earlier_shapes(ctx, job_id, attempt_shape_ids(ctx), sources=("auto",), keep_frames=writer.frames_done)
 
@@ -78,23 +81,16 @@ def run_detect(ctx: StepContext, job_id: int, function: str, *, conv_mask_to_pol
         return converter.convert(items, frame, sizes[frame])
 
     unmatched: Counter[str] = Counter()
-    failed: dict[int, str] = {}
-    unavailable = 0
-    ok = 0
+    policy = FramePolicy(ctx, function, len(todo))
     dropped = 0
     concurrency = ctx.nuclio.concurrency_for(function)
     for frame, result in map_frames(ctx, cvat.iter_frames(job.task_id, todo), work, concurrency=concurrency):
         if isinstance(result, Cancelled):
             raise result
         if isinstance(result, BaseException):
-            failed[frame] = error_text(result)
-            unavailable += isinstance(result, FunctionUnavailable)
-            ctx.progress.frame_error(frame, failed[frame])
-            if isinstance(result, FunctionUnavailable) and ok == 0 and unavailable >= min(3, len(todo)):
-                # The function is down, not one frame bad: retry the whole job later.
-                raise FunctionUnavailable(str(result))
+            policy.failed(frame, result)
         else:
-            ok += 1
+            policy.succeeded()
             unmatched.update(result.unmatched_labels)
             dropped += len(result.dropped)
             writer.add(frame, result.shapes, result.tags)
@@ -102,11 +98,8 @@ def run_detect(ctx: StepContext, job_id: int, function: str, *, conv_mask_to_pol
     writer.flush()
 
     report_unmatched(ctx, job_id, function, dict(unmatched))
-    if todo and not ok:
-        first = next(iter(failed.values()), "unknown error")
-        if unavailable == len(failed):
-            raise FunctionUnavailable(f"{function}: every frame failed: {first}")
-        raise PermanentError(f"{function}: all {len(failed)} frames failed; first: {first}")
+    policy.check()
+    failed = policy.errors
     if dropped:
         ctx.progress.note("dropped_shapes", dropped)
     summary = (f"{function}: {len(frames)} frames, {writer.written} shapes written"
@@ -118,26 +111,39 @@ def run_detect(ctx: StepContext, job_id: int, function: str, *, conv_mask_to_pol
                           shapes_written=writer.written, created={"shapes": list(writer.ids)})
 
 
-class DetectPipeline:
-    name = "detect"
-    trigger = "job_in_progress"
-    params_model = DetectParams
-
-    def run(self, ctx: StepContext) -> PipelineResult:
-        p: DetectParams = ctx.params  # type: ignore[assignment]
-        job_id = ctx.job_event(self.name)
-        result = run_detect(ctx, job_id, p.model_name, conv_mask_to_poly=p.conv_mask_to_poly,
-                            threshold=p.threshold)
-        if p.refine:
-            from bridge.pipelines.sam2_refine import refine_job
-
-            # this attempt's detections, plus those a crashed earlier attempt checkpointed
-            detections = set(result.created.get("shapes", [])) | attempt_shape_ids(ctx)
-            refined = refine_job(ctx, job_id, p.sam2_function or ctx.settings.sam2_function,
-                                 only_ids=detections, conv_mask_to_poly=True, keep_prompts=False)
-            result.summary += f"; SAM 2 refine: {refined.summary}"
-            result.frames_failed += refined.frames_failed
-        return result
+def same_model(earlier: Mapping[str, Any], function: str) -> bool:
+    """An earlier job's shapes are this run's to replace when the same detector made them (a detect job's
+    ``model_name``, or a legacy crop/remove-grid job's ``then_detect``)."""
+    return earlier.get("model_name", earlier.get("then_detect")) == function
 
 
-PIPELINE = DetectPipeline()
+def run(ctx: StepContext) -> PipelineResult:
+    p: DetectParams = ctx.params  # type: ignore[assignment]
+    job_id = ctx.job_event(SPEC.name)
+    result = run_detect(ctx, job_id, p.model_name, conv_mask_to_poly=p.conv_mask_to_poly, threshold=p.threshold)
+    if p.refine:
+        from bridge.pipelines.sam2_refine import refine_job
+
+        # this attempt's detections, plus those a crashed earlier attempt checkpointed
+        detections = set(result.created.get("shapes", [])) | attempt_shape_ids(ctx)
+        refined = refine_job(ctx, job_id, p.sam2_function or ctx.settings.sam2_function,
+                             only_ids=detections, conv_mask_to_poly=True, keep_prompts=False)
+        result.summary += f"; SAM 2 refine: {refined.summary}"
+        result.frames_failed += refined.frames_failed
+    return result
+
+
+SPEC = PipelineSpec(
+    name="detect",
+    params_model=DetectParams,
+    run=run,
+    routes=(
+        Route("/detect-model-webhook",
+              "Run a detector function over a job when its state becomes 'in progress' (reference route)"),
+        Route("/webhooks/detect", "Detector over a job (clean route)"),
+    ),
+    trigger="job_in_progress",
+    events=JOB_EVENTS,
+    functions=lambda p, s: [p.model_name] + ([p.sam2_function or s.sam2_function] if p.refine else []),
+    same_results=lambda earlier, p, _s: same_model(earlier, p.model_name),
+)

@@ -18,18 +18,21 @@ WRITES = frozenset({"create_shapes", "delete_shapes", "create_task", "set_job_st
 
 
 class FencedCvat:
-    """Delegates to ``client``; the methods named in ``WRITES`` call ``fence()`` first."""
+    """Delegates to the client (built on first use by ``client()``, so a pipeline that never talks to
+    CVAT needs no credentials); the methods named in ``WRITES`` call ``fence()`` first."""
 
-    def __init__(self, client: CvatClient, fence: Callable[[], None]):
-        self._client = client
+    def __init__(self, client: Callable[[], CvatClient], fence: Callable[[], None]):
+        self._get = client
         self._fence = fence
 
     @property
     def unfenced(self) -> CvatClient:
-        return self._client
+        return self._get()
 
     def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._client, name)
+        if name.startswith("_"):
+            raise AttributeError(name)
+        attr = getattr(self._get(), name)
         if name not in WRITES:
             return attr
         fence = self._fence

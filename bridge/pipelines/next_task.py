@@ -360,11 +360,3 @@ def run_stage(ctx: StepContext, src: Source, stage: str, fn: FrameFn, *, concurr
     return create_next_task(ctx, source=src.task, target_project=src.params.target_proj_id, stage=stage,
                             produce=produce, then_detect=src.params.then_detect,
                             conv_mask_to_poly=src.params.conv_mask_to_poly)
-
-
-class TaskStagePipeline:
-    """A task-completion pipeline: subclasses set ``name`` and implement ``run``."""
-
-    name = ""
-    trigger = "task_completed"
-    params_model = QuadratParams

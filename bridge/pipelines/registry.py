@@ -1,93 +1,97 @@
-"""Which route runs which pipeline, with which parameters, on which CVAT transition."""
+"""Which route runs which pipeline, with which parameters, on which CVAT transition — all derived
+from the pipeline modules' ``SPEC`` declarations (``bridge.pipelines.spec``).
+
+Built-in pipelines are the modules of this package that define ``SPEC``; ``BRIDGE_EXTRA_PIPELINES``
+(``{"name": "python.module"}``) adds others. ``Registry`` is built once per app/worker; the module
+level names below describe the built-in set (what the docs and ``bridge setup`` use).
+"""
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+import pkgutil
+from collections.abc import Mapping
+from functools import cache
 from typing import Any
 
 from pydantic import BaseModel
 
-from bridge.errors import PermanentError
-from bridge.pipelines.base import Pipeline, TriggerKind
-from bridge.pipelines.params import CoverReportParams, DetectParams, QuadratParams, Sam2RefineParams
+from bridge.errors import ConfigError, PermanentError
+from bridge.events import TriggerKind
+from bridge.pipelines.spec import PipelineSpec, RouteSpec
+
+__all__ = ["ROUTES", "Registry", "RouteSpec", "builtin_specs", "flight_key", "load_pipeline", "parse_params",
+           "trigger_kind"]
 
 
-@dataclass(frozen=True)
-class RouteSpec:
-    path: str
-    pipeline: str
-    params_model: type[BaseModel]
-    summary: str
-    fixed: dict[str, Any] = field(default_factory=dict)
-    legacy: bool = False
+@cache
+def builtin_specs() -> tuple[PipelineSpec, ...]:
+    """Every module of ``bridge.pipelines`` that declares ``SPEC``, in module-name order."""
+    import bridge.pipelines as package
+
+    specs = []
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        spec = getattr(module, "SPEC", None)
+        if isinstance(spec, PipelineSpec):
+            specs.append(spec)
+    return tuple(specs)
 
 
-ROUTES: tuple[RouteSpec, ...] = (
-    RouteSpec("/detect-model-webhook", "detect", DetectParams,
-              "Run a detector function over a job when its state becomes 'in progress' (reference route)"),
-    RouteSpec("/crop-quadrat-and-create-new-task-webhook", "crop_quadrat", QuadratParams,
-              "Warp each frame by its quadrat corners into a new task in target_proj_id when the task is completed"),
-    RouteSpec("/remove-grid-and-create-new-task-webhook", "remove_grid", QuadratParams,
-              "Inpaint the 117-point grid away into a new task in target_proj_id when the task is completed"),
-    RouteSpec("/crop-quadrat-and-detect-grid-webhook", "crop_quadrat", QuadratParams,
-              "Legacy: crop/warp into target_proj_id, then run pth-yolo-gridpose on the new task",
-              fixed={"then_detect": "pth-yolo-gridpose"}, legacy=True),
-    RouteSpec("/remove-grid-and-detect-corals-webhook", "remove_grid", QuadratParams,
-              "Legacy: remove the grid into target_proj_id, then run pth-yolo-coralsegv4 on the new task",
-              fixed={"then_detect": "pth-yolo-coralsegv4", "conv_mask_to_poly": True}, legacy=True),
-    RouteSpec("/crop-quadrat-and-detect-corals-webhook", "crop_quadrat", QuadratParams,
-              "Legacy: crop/warp into target_proj_id, then run pth-yolo-coralsegv4 on the new task",
-              fixed={"then_detect": "pth-yolo-coralsegv4", "conv_mask_to_poly": True}, legacy=True),
-    RouteSpec("/sam2-refine-webhook", "sam2_refine", Sam2RefineParams,
-              "Turn rectangles and points into SAM 2 masks/polygons when a job becomes 'in progress'"),
-    # Clean routes: one per pipeline, same parameters.
-    RouteSpec("/webhooks/detect", "detect", DetectParams, "Detector over a job (clean route)"),
-    RouteSpec("/webhooks/crop-quadrat", "crop_quadrat", QuadratParams, "Crop/warp into a new task (clean route)"),
-    RouteSpec("/webhooks/remove-grid", "remove_grid", QuadratParams, "Grid removal into a new task (clean route)"),
-    RouteSpec("/webhooks/sam2-refine", "sam2_refine", Sam2RefineParams, "SAM 2 refinement of a job (clean route)"),
-    RouteSpec("/webhooks/cover-report", "cover_report", CoverReportParams,
-              "Coral cover report (per quadrat, per genus, CoralNet points) when a coral-stage task is completed"),
-)
+class Registry:
+    """The pipelines a process knows: built-in ones plus ``extra`` (name → module defining ``SPEC``)."""
 
-PIPELINE_MODULES = {
-    "detect": "bridge.pipelines.detect",
-    "crop_quadrat": "bridge.pipelines.crop_quadrat",
-    "remove_grid": "bridge.pipelines.remove_grid",
-    "sam2_refine": "bridge.pipelines.sam2_refine",
-    "cover_report": "bridge.pipelines.cover_report",
-}
+    def __init__(self, extra: Mapping[str, str] | None = None):
+        specs = {s.name: s for s in builtin_specs()}
+        for name, module in (extra or {}).items():
+            try:
+                spec = importlib.import_module(module).SPEC
+            except (ImportError, AttributeError) as exc:
+                raise ConfigError(f"BRIDGE_EXTRA_PIPELINES: {name!r} → {module!r}: the module must import and "
+                                  f"define SPEC ({exc})") from exc
+            if spec.name != name:
+                raise ConfigError(f"BRIDGE_EXTRA_PIPELINES: {module!r} declares pipeline {spec.name!r}, not {name!r}")
+            specs[name] = spec
+        self.specs: dict[str, PipelineSpec] = specs
+        routes = [r for spec in specs.values() for r in spec.route_specs()]
+        paths = [r.path for r in routes]
+        duplicated = sorted({p for p in paths if paths.count(p) > 1})
+        if duplicated:
+            raise ConfigError(f"two pipelines declare the same route(s): {', '.join(duplicated)}")
+        self.routes: tuple[RouteSpec, ...] = tuple(routes)
 
-PARAMS_MODELS: dict[str, type[BaseModel]] = {
-    "detect": DetectParams,
-    "crop_quadrat": QuadratParams,
-    "remove_grid": QuadratParams,
-    "sam2_refine": Sam2RefineParams,
-    "cover_report": CoverReportParams,
-}
+    def spec(self, name: str) -> PipelineSpec:
+        if name not in self.specs:
+            raise PermanentError(f"unknown pipeline {name!r}; known: {', '.join(sorted(self.specs))}")
+        return self.specs[name]
+
+    def parse_params(self, pipeline: str, raw: Mapping[str, Any]) -> BaseModel:
+        return self.spec(pipeline).parse(raw)
+
+    def trigger_kind(self, pipeline: str, params: BaseModel) -> TriggerKind:
+        return self.spec(pipeline).trigger_for(params)
 
 
-def trigger_kind(pipeline: str, params: BaseModel) -> TriggerKind:
-    if pipeline in ("crop_quadrat", "remove_grid", "cover_report"):
-        return "task_completed"
-    if isinstance(params, Sam2RefineParams) and params.on == "completed":
-        return "job_completed"
-    return "job_in_progress"
+@cache
+def _builtin() -> Registry:
+    return Registry()
 
 
 def flight_key(pipeline: str, resource: str, resource_id: int) -> str:
     return f"{pipeline}:{resource}:{resource_id}"
 
 
-def load_pipeline(name: str, extra: dict[str, str] | None = None) -> Pipeline:
-    """Import the pipeline module on first use; each module exposes ``PIPELINE``.
-    ``extra`` adds custom pipelines (BRIDGE_EXTRA_PIPELINES: name → module)."""
-    modules = {**PIPELINE_MODULES, **(extra or {})}
-    if name not in modules:
-        raise PermanentError(f"unknown pipeline {name!r}; known: {', '.join(sorted(modules))}")
-    return importlib.import_module(modules[name]).PIPELINE
+def load_pipeline(name: str, extra: Mapping[str, str] | None = None) -> PipelineSpec:
+    return (Registry(extra) if extra else _builtin()).spec(name)
 
 
-def parse_params(pipeline: str, raw: dict[str, Any], extra: dict[str, str] | None = None) -> BaseModel:
-    model = PARAMS_MODELS.get(pipeline) or load_pipeline(pipeline, extra).params_model
-    return model.model_validate(raw)
+def parse_params(pipeline: str, raw: Mapping[str, Any], extra: Mapping[str, str] | None = None) -> BaseModel:
+    return load_pipeline(pipeline, extra).parse(raw)
+
+
+def trigger_kind(pipeline: str, params: BaseModel) -> TriggerKind:
+    return _builtin().trigger_kind(pipeline, params)
+
+
+ROUTES: tuple[RouteSpec, ...] = _builtin().routes
+"""The built-in pipelines' routes."""

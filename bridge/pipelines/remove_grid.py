@@ -16,7 +16,10 @@ from bridge.geometry.grid import grid_mask, validate_grid_points
 from bridge.geometry.images import decode_image, encode_image
 from bridge.geometry.inpaint import inpaint_telea
 from bridge.pipelines.base import PipelineResult, StepContext
-from bridge.pipelines.next_task import TaskStagePipeline, one_skeleton, prepare_source, run_stage, skeleton_points
+from bridge.pipelines.detect import same_model
+from bridge.pipelines.next_task import one_skeleton, prepare_source, run_stage, skeleton_points
+from bridge.pipelines.params import QuadratParams
+from bridge.pipelines.spec import TASK_EVENTS, PipelineSpec, Route
 
 GRID_LABEL = "grid"
 GRID_POINTS = 117
@@ -35,26 +38,39 @@ def choose_inpainter(ctx: StepContext) -> str | None:
     return None
 
 
-class RemoveGridPipeline(TaskStagePipeline):
-    name = "remove_grid"
+def run(ctx: StepContext) -> PipelineResult:
+    src = prepare_source(ctx, SPEC.name, GRID_LABEL, GRID_POINTS)
+    line_width = src.params.line_width or ctx.settings.grid_line_width
+    dilation = ctx.settings.grid_mask_dilation
+    function = choose_inpainter(ctx)
+    ctx.progress.note("inpainter", function or "opencv-telea")
 
-    def run(self, ctx: StepContext) -> PipelineResult:
-        src = prepare_source(ctx, self.name, GRID_LABEL, GRID_POINTS)
-        line_width = src.params.line_width or ctx.settings.grid_line_width
-        dilation = ctx.settings.grid_mask_dilation
-        function = choose_inpainter(ctx)
-        ctx.progress.note("inpainter", function or "opencv-telea")
+    def remove(frame: int, image: np.ndarray, shapes: list[Shape]) -> np.ndarray:
+        h, w = image.shape[:2]
+        points = skeleton_points(one_skeleton(shapes, src.skeleton, frame), src.skeleton)
+        mask = grid_mask(validate_grid_points(points, (w, h)), (w, h), line_width=line_width, dilation=dilation)
+        if function is None:
+            return inpaint_telea(image, mask)
+        return decode_image(ctx.nuclio.inpaint(function, encode_image(image, "png"), encode_image(mask, "png")))
 
-        def remove(frame: int, image: np.ndarray, shapes: list[Shape]) -> np.ndarray:
-            h, w = image.shape[:2]
-            points = skeleton_points(one_skeleton(shapes, src.skeleton, frame), src.skeleton)
-            mask = grid_mask(validate_grid_points(points, (w, h)), (w, h), line_width=line_width, dilation=dilation)
-            if function is None:
-                return inpaint_telea(image, mask)
-            return decode_image(ctx.nuclio.inpaint(function, encode_image(image, "png"), encode_image(mask, "png")))
-
-        concurrency = ctx.nuclio.concurrency_for(function) if function else ctx.settings.frame_concurrency
-        return run_stage(ctx, src, STAGE, remove, concurrency=concurrency)
+    concurrency = ctx.nuclio.concurrency_for(function) if function else ctx.settings.frame_concurrency
+    return run_stage(ctx, src, STAGE, remove, concurrency=concurrency)
 
 
-PIPELINE = RemoveGridPipeline()
+SPEC = PipelineSpec(
+    name="remove_grid",
+    params_model=QuadratParams,
+    run=run,
+    routes=(
+        Route("/remove-grid-and-create-new-task-webhook",
+              "Inpaint the 117-point grid away into a new task in target_proj_id when the task is completed"),
+        Route("/remove-grid-and-detect-corals-webhook",
+              "Legacy: remove the grid into target_proj_id, then run pth-yolo-coralsegv4 on the new task",
+              fixed={"then_detect": "pth-yolo-coralsegv4", "conv_mask_to_poly": True}, legacy=True),
+        Route("/webhooks/remove-grid", "Grid removal into a new task (clean route)"),
+    ),
+    trigger="task_completed",
+    events=TASK_EVENTS,
+    functions=lambda p, s: [s.inpaint_function] + ([p.then_detect] if p.then_detect else []),
+    same_results=lambda earlier, p, _s: bool(p.then_detect) and same_model(earlier, p.then_detect),
+)

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.cvat.types import LabelSpec, Shape
-from bridge.errors import Cancelled, FunctionUnavailable, LabelMismatch, PermanentError
+from bridge.errors import Cancelled, LabelMismatch
 from bridge.geometry.errors import GeometryError
 from bridge.geometry.polygons import (
     clean_polygon,
@@ -32,7 +33,8 @@ from bridge.geometry.polygons import (
 from bridge.geometry.rle import cvat_rle_to_mask, mask_to_cvat_rle
 from bridge.pipelines.base import PipelineResult, StepContext
 from bridge.pipelines.params import Sam2RefineParams
-from bridge.pipelines.steps import ShapeWriter, attempt_shape_ids, earlier_shape_ids, error_text, map_frames
+from bridge.pipelines.spec import JOB_EVENTS, PipelineSpec, Route
+from bridge.pipelines.steps import FramePolicy, ShapeWriter, attempt_shape_ids, earlier_shape_ids, map_frames
 
 SOURCE = "semi-auto"
 PROMPT_TYPES = ("rectangle", "points")
@@ -264,8 +266,7 @@ def _earlier_results(ctx: StepContext, function: str, *, chained: bool,
             return bool(p.get("refine")) and (p.get("sam2_function") or default) == function \
                 and p.get("model_name") == model
     else:
-        def match(p: dict[str, Any]) -> bool:
-            return (p.get("function") or default) == function and bool(p.get("keep_prompts"))
+        match = kept_prompts_of(function, default)
 
     ids = earlier_shape_ids(ctx, match=match)
     return {i for i in ids if i in shapes and shapes[i].source == SOURCE
@@ -338,27 +339,20 @@ def refine_job(ctx: StepContext, job_id: int, function: str, *, only_ids: set[in
     def work(frame: int, data: bytes) -> FrameOutcome:
         return segment_frame(ctx, function, data, prompts[frame], frames[frame], conv_mask_to_poly=conv_mask_to_poly)
 
-    failed: dict[int, str] = {}
-    unavailable = 0
-    succeeded = 0
+    policy = FramePolicy(ctx, function, len(todo), noun="frames with prompts", prefix="SAM 2: " if chained else "")
     dropped: list[str] = []
     for frame, outcome in map_frames(ctx, cvat.iter_frames(job.task_id, todo), work,
                                      concurrency=ctx.nuclio.concurrency_for(function)):
         if isinstance(outcome, Cancelled):
             raise outcome
         if isinstance(outcome, BaseException):
-            failed[frame] = error_text(outcome)
-            unavailable += isinstance(outcome, FunctionUnavailable)
-            _frame_error(ctx, frame, failed[frame], chained)
-            if isinstance(outcome, FunctionUnavailable) and succeeded == 0 and unavailable >= min(3, len(todo)):
-                raise FunctionUnavailable(str(outcome))  # the function is down: retry the whole job later
+            policy.failed(frame, outcome)
         else:
             dropped += outcome.dropped
             if outcome.errors:
-                failed[frame] = "; ".join(outcome.errors)[:1000]
-                _frame_error(ctx, frame, failed[frame], chained)
+                policy.error(frame, "; ".join(outcome.errors)[:1000])
             if outcome.shapes:
-                succeeded += 1
+                policy.succeeded()
                 writer.add_frame(frame, outcome)
         if not chained:
             ctx.progress.advance()
@@ -372,11 +366,8 @@ def refine_job(ctx: StepContext, job_id: int, function: str, *, only_ids: set[in
             cvat.delete_shapes(job_id, gone)
             deleted = len(gone)
 
-    if todo and not succeeded and len(failed) == len(todo):
-        first = next(iter(failed.values()))
-        if unavailable and unavailable == len(failed):
-            raise FunctionUnavailable(f"{function}: every frame failed: {first}")
-        raise PermanentError(f"{function}: all {len(failed)} frames with prompts failed; first: {first}")
+    policy.check()
+    failed = policy.errors
     if dropped:
         ctx.progress.note("sam2_dropped", dropped[:100])
 
@@ -394,22 +385,32 @@ def refine_job(ctx: StepContext, job_id: int, function: str, *, only_ids: set[in
                           shapes_written=writer.written, created={"shapes": list(writer.ids)})
 
 
-def _frame_error(ctx: StepContext, frame: int, reason: str, chained: bool) -> None:
-    ctx.progress.frame_error(frame, f"SAM 2: {reason}" if chained else reason)
+def run(ctx: StepContext) -> PipelineResult:
+    p: Sam2RefineParams = ctx.params  # type: ignore[assignment]
+    job_id = ctx.job_event(SPEC.name)
+    return refine_job(ctx, job_id, p.function or ctx.settings.sam2_function, labels=p.label_names,
+                      conv_mask_to_poly=p.conv_mask_to_poly, keep_prompts=p.keep_prompts)
 
 
-class Sam2RefinePipeline:
-    name = "sam2_refine"
-    trigger = "job_in_progress"
-    params_model = Sam2RefineParams
-
-    def run(self, ctx: StepContext) -> PipelineResult:
-        p: Sam2RefineParams = ctx.params  # type: ignore[assignment]
-        job_id = ctx.job_event(self.name)
-        return refine_job(ctx, job_id, p.function or ctx.settings.sam2_function, labels=p.label_names,
-                          conv_mask_to_poly=p.conv_mask_to_poly, keep_prompts=p.keep_prompts)
+def kept_prompts_of(function: str, default: str) -> Callable[[Mapping[str, Any]], bool]:
+    """Standalone runs replace the results of earlier runs of the same function that kept their prompts
+    (results whose prompts were deleted are final)."""
+    return lambda earlier: (earlier.get("function") or default) == function and bool(earlier.get("keep_prompts"))
 
 
-PIPELINE = Sam2RefinePipeline()
+SPEC = PipelineSpec(
+    name="sam2_refine",
+    params_model=Sam2RefineParams,
+    run=run,
+    routes=(
+        Route("/sam2-refine-webhook",
+              "Turn rectangles and points into SAM 2 masks/polygons when a job becomes 'in progress'"),
+        Route("/webhooks/sam2-refine", "SAM 2 refinement of a job (clean route)"),
+    ),
+    trigger=lambda p: "job_completed" if p.on == "completed" else "job_in_progress",
+    events=JOB_EVENTS,
+    functions=lambda p, s: [p.function or s.sam2_function],
+    same_results=lambda earlier, p, s: kept_prompts_of(p.function or s.sam2_function, s.sam2_function)(earlier),
+)
 
-__all__ = ["PIPELINE", "Prompt", "Sam2RefinePipeline", "make_prompt", "refine_job", "result_shape"]
+__all__ = ["SPEC", "Prompt", "make_prompt", "refine_job", "result_shape"]

@@ -10,7 +10,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
 from bridge.cvat.types import Shape, Tag
-from bridge.errors import BridgeError, CvatUnavailable
+from bridge.errors import BridgeError, CvatUnavailable, FunctionUnavailable, PermanentError
 from bridge.pipelines.base import StepContext
 from bridge.pipelines.reconcile import PENDING_KEY, Intent, missing, written_ids
 
@@ -250,6 +250,50 @@ def report_unmatched(ctx: StepContext, job_id: int, function: str, unmatched: di
                                                  f"project does not have; those detections were dropped: {listing}")
         except BridgeError as exc:
             ctx.log.warning("could not report unmatched labels in CVAT: %s", exc)
+
+
+class FramePolicy:
+    """The one frame-failure policy of the function-calling pipelines (detect, sam2_refine, …).
+
+    A frame that fails is recorded with its reason (``progress.frame_error``) and the others go on.
+    When the first ``min(3, todo)`` answers are all "function unavailable" and none succeeded, the
+    function is down rather than a frame bad: the whole job retries later (``FunctionUnavailable``).
+    When every frame to do failed, the job fails — or retries, if every failure was an outage.
+    """
+
+    def __init__(self, ctx: StepContext, function: str, todo: int, *, noun: str = "frames", prefix: str = ""):
+        self.ctx = ctx
+        self.function = function
+        self.todo = todo
+        self.noun = noun
+        self.prefix = prefix
+        self.errors: dict[int, str] = {}
+        self.unavailable = 0
+        self.ok = 0
+
+    def failed(self, frame: int, exc: BaseException) -> None:
+        """``frame``'s call raised ``exc``: record it; raise ``FunctionUnavailable`` if the function is down."""
+        outage = isinstance(exc, FunctionUnavailable)
+        self.error(frame, error_text(exc), outage=outage)
+        if outage and self.ok == 0 and self.unavailable >= min(3, self.todo):
+            raise FunctionUnavailable(str(exc))
+
+    def error(self, frame: int, reason: str, *, outage: bool = False) -> None:
+        self.errors[frame] = reason
+        self.unavailable += outage
+        self.ctx.progress.frame_error(frame, self.prefix + reason)
+
+    def succeeded(self) -> None:
+        self.ok += 1
+
+    def check(self) -> None:
+        """After the last frame: fail (or retry) the job when every frame to do failed."""
+        if not self.todo or self.ok or len(self.errors) < self.todo:
+            return
+        first = next(iter(self.errors.values()), "unknown error")
+        if self.unavailable and self.unavailable == len(self.errors):
+            raise FunctionUnavailable(f"{self.function}: every frame failed: {first}")
+        raise PermanentError(f"{self.function}: all {len(self.errors)} {self.noun} failed; first: {first}")
 
 
 def error_text(exc: BaseException) -> str:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from bridge.errors import BridgeError
 
 if TYPE_CHECKING:
-    from bridge.app.settings import Settings
+    from bridge.config import Settings
 
 # Kept literal so that ``bridge --help`` does not import numpy/OpenCV (tests check they match).
 POINT_METHODS = ("stratified", "random", "grid")

@@ -154,7 +154,7 @@ def project_task_ids(cvat: CvatClient, project_id: int) -> list[int]:
 # --- whole reports ---------------------------------------------------------------------------------------
 def preset_colors() -> dict[str, str]:
     """Label colours of the built-in coral label set (CVAT's ``LabelSpec`` carries no colour)."""
-    from bridge.setup.labels import builtin_labels
+    from bridge.labels import builtin_labels
 
     try:
         return {str(lb["name"]): str(lb["color"]) for lb in builtin_labels("coral_finegrained") if lb.get("color")}

@@ -16,7 +16,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from bridge.cvat.admin import CvatAdmin, WebhookInfo, WebhookSpec
-from bridge.setup.labels import label_summary, svg_refers_to
+from bridge.labels import label_summary, svg_refers_to
 from bridge.setup.presets import HookSpec, Layout, ProjectSpec
 from bridge.setup.urls import build_target_url, check_target_url, loopback_warning
 

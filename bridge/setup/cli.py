@@ -14,13 +14,13 @@ import argparse
 import sys
 from typing import TextIO
 
-from bridge.app.settings import Settings
+from bridge.config import Settings
 from bridge.cvat.admin import CvatAdmin
 from bridge.cvat.connection import make_sdk_client
 from bridge.errors import BridgeError, ConfigError
+from bridge.labels import load_label_file
 from bridge.setup.apply import Mode, SetupReport, apply_layout, validate_urls
 from bridge.setup.check import ping_all
-from bridge.setup.labels import load_label_file
 from bridge.setup.presets import (
     LAYOUTS,
     Layout,

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from bridge.errors import ConfigError
-from bridge.setup.labels import BUILTIN_LABEL_SETS, builtin_labels, load_label_file, prepare_labels
+from bridge.labels import BUILTIN_LABEL_SETS, builtin_labels, load_label_file, prepare_labels
+from bridge.pipelines.registry import ROUTES
 
 DETECT_ROUTE = "/detect-model-webhook"
 CROP_ROUTE = "/crop-quadrat-and-create-new-task-webhook"
@@ -39,19 +40,10 @@ REPORT_EVENTS = ("update:task",)  # fires on the coral task's completion; needs 
 JOB_EVENTS = ("update:job",)
 TASK_EVENTS = ("update:task", "update:job")
 
-# Reference-style routes and the events each one needs (reference-pipeline.md §2.3, §3).
-ROUTE_EVENTS: dict[str, tuple[str, ...]] = {
-    DETECT_ROUTE: JOB_EVENTS,
-    CROP_ROUTE: TASK_EVENTS,
-    REMOVE_GRID_ROUTE: TASK_EVENTS,
-    "/crop-quadrat-and-detect-grid-webhook": TASK_EVENTS,
-    "/remove-grid-and-detect-corals-webhook": TASK_EVENTS,
-    "/crop-quadrat-and-detect-corals-webhook": TASK_EVENTS,
-    SAM2_ROUTE: JOB_EVENTS,
-    REPORT_ROUTE: REPORT_EVENTS,
-}
-# Routes that create a task in another project need its id; detection needs a function name.
-TARGET_ROUTES = frozenset(r for r, ev in ROUTE_EVENTS.items() if ev == TASK_EVENTS)
+# Every route of every pipeline and the events it needs, from the pipelines' specs.
+ROUTE_EVENTS: dict[str, tuple[str, ...]] = {r.path: r.events for r in ROUTES}
+# Routes that create a task in another project need its id (``target``).
+TARGET_ROUTES = frozenset(r.path for r in ROUTES if r.needs_target)
 
 # What a project webhook may subscribe to (cvat-contract.md §1.3).
 _RESOURCE_ACTIONS = {"task", "job", "issue", "comment"}

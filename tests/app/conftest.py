@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
+from bridge.app.deps import app_state
 from bridge.app.factory import create_app
 
 API_TOKEN = "api-token-for-tests"
@@ -23,4 +24,4 @@ def any_store_client(make_settings, store_url):
     app = create_app(make_settings(database_url=store_url), workers=0)
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client
-    app.state.store.close()
+    app_state(app).store.close()

@@ -15,8 +15,9 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bridge.app.deps import app_state
 from bridge.app.factory import create_app
-from bridge.app.settings import Settings
+from bridge.config import Settings
 from bridge.pipelines.registry import ROUTES
 from tests.conftest import load_sample, signed
 
@@ -52,7 +53,7 @@ def fuzz_target(request, make_settings, tmp_path):
            else request.getfixturevalue("postgres_url"))
     previous, TARGET.app = TARGET.app, _app(make_settings, url)
     yield TARGET.app
-    TARGET.app.state.store.close()
+    app_state(TARGET.app).store.close()
     TARGET.app = previous
 
 

@@ -9,6 +9,7 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
+from bridge.app.deps import app_state
 from bridge.app.factory import create_app
 from bridge.events import MAX_ID
 from bridge.pipelines.registry import ROUTES
@@ -191,7 +192,7 @@ def test_a_value_the_store_refuses_is_422_not_a_retried_5xx(make_settings, postg
         r = client.post(DETECT, content=body, headers=headers)
         assert r.status_code == 422 and "value cannot be stored: smallint out of range" in r.json()["detail"]
         assert client.get("/jobs").json()["total"] == 0
-    app.state.store.close()
+    app_state(app).store.close()
 
 
 def test_store_outage_is_503_on_every_route_that_needs_it(make_settings, postgres_url):
@@ -209,7 +210,7 @@ def test_store_outage_is_503_on_every_route_that_needs_it(make_settings, postgre
         for url in ("/jobs", "/jobs/1"):
             r = client.get(url)
             assert r.status_code == 503 and r.json()["detail"] == "job store unavailable; retry later", r.text
-    app.state.store.close()
+    app_state(app).store.close()
 
 
 def test_request_id_from_the_client_is_kept_only_when_short_and_plain(any_store_client):

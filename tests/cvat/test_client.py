@@ -264,7 +264,7 @@ def test_job_state_and_issue(cvat, project, client):
 
 
 def test_from_settings(cvat, tmp_path):
-    from bridge.app.settings import Settings
+    from bridge.config import Settings
 
     settings = Settings(_env_file=None, cvat_url=cvat.url, cvat_access_token=TOKEN, cvat_timeout=5,
                         allow_unsigned=True, data_dir=tmp_path)

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from bridge.app.factory import create_app
-from bridge.app.settings import Settings
+from bridge.config import Settings
 from bridge.jobs.store import JobStore
 from tests.doubles.cvat_double import Costs, CvatDouble
 from tests.doubles.cvat_double.server import ServerThread

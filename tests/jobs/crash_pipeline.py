@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from bridge.pipelines.base import PipelineResult, StepContext
+from bridge.pipelines.spec import PipelineSpec
 
 
 class CrashParams(BaseModel):
@@ -17,34 +18,29 @@ class CrashParams(BaseModel):
     delay: float = 0.3
 
 
-class CrashPipeline:
-    name = "crashy"
-    trigger = "job_in_progress"
-    params_model = CrashParams
-
-    def run(self, ctx: StepContext) -> PipelineResult:
-        p: CrashParams = ctx.params  # type: ignore[assignment]
-        out = Path(p.out_dir)
-        (out / "effects").mkdir(parents=True, exist_ok=True)
-        with open(out / "log.txt", "a") as f:
-            f.write(f"start pid={os.getpid()}\n")
-        ctx.progress.set_total(p.frames)
-        for i in range(p.frames):
-            ctx.check_cancelled()
-            effect = out / "effects" / f"frame_{i}"
-            if effect.exists():  # written by an earlier attempt: never twice
-                ctx.progress.advance()
-                continue
-            time.sleep(p.delay)
-            fd = os.open(effect, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            os.write(fd, str(os.getpid()).encode())
-            os.close(fd)
-            with open(out / "log.txt", "a") as f:
-                f.write(f"frame {i}\n")
+def run(ctx: StepContext) -> PipelineResult:
+    p: CrashParams = ctx.params  # type: ignore[assignment]
+    out = Path(p.out_dir)
+    (out / "effects").mkdir(parents=True, exist_ok=True)
+    with open(out / "log.txt", "a") as f:
+        f.write(f"start pid={os.getpid()}\n")
+    ctx.progress.set_total(p.frames)
+    for i in range(p.frames):
+        ctx.check_cancelled()
+        effect = out / "effects" / f"frame_{i}"
+        if effect.exists():  # written by an earlier attempt: never twice
             ctx.progress.advance()
+            continue
+        time.sleep(p.delay)
+        fd = os.open(effect, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
         with open(out / "log.txt", "a") as f:
-            f.write("done\n")
-        return PipelineResult(summary=f"{p.frames} frames", frames_total=p.frames)
+            f.write(f"frame {i}\n")
+        ctx.progress.advance()
+    with open(out / "log.txt", "a") as f:
+        f.write("done\n")
+    return PipelineResult(summary=f"{p.frames} frames", frames_total=p.frames)
 
 
-PIPELINE = CrashPipeline()
+SPEC = PipelineSpec(name="crashy", params_model=CrashParams, run=run, routes=(), trigger="job_in_progress")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import respx
 
-from bridge.app.settings import Settings
+from bridge.config import Settings
 from bridge.errors import FunctionFailed, FunctionUnavailable
 from bridge.nuclio import scaling
 from bridge.nuclio.client import NuclioClient

@@ -18,16 +18,18 @@ import numpy as np
 import pytest
 from cvat_sdk.masks import decode_mask
 
-from bridge.app.settings import Settings
+from bridge.config import Settings
 from bridge.cvat.client import CvatClient
 from bridge.cvat.types import Shape
 from bridge.errors import CvatUnavailable, LabelMismatch, PermanentError
+from bridge.events import Trigger
 from bridge.geometry.polygons import polygon_area, polygon_to_mask
 from bridge.nuclio.client import NuclioClient
-from bridge.pipelines.base import MemoryProgress, StepContext, Trigger
+from bridge.pipelines.base import MemoryProgress, StepContext
 from bridge.pipelines.params import DetectParams, Sam2RefineParams
 from bridge.pipelines.registry import load_pipeline
-from bridge.pipelines.sam2_refine import PIPELINE, refine_job
+from bridge.pipelines.sam2_refine import SPEC as PIPELINE
+from bridge.pipelines.sam2_refine import refine_job
 from tests.doubles.cvat_double import CvatDouble
 from tests.doubles.function_server import LoadedFunction, free_port, load_function, serve_in_thread
 
@@ -382,7 +384,7 @@ def test_resume_after_a_crash_deletes_prompts_without_writing_twice(stack, seg_c
 
 def test_detect_chains_into_refine(stack, monkeypatch) -> None:
     """``detect`` with ``refine=true`` hands its new shapes to ``refine_job`` (detector answer faked)."""
-    from bridge.pipelines.detect import PIPELINE as DETECT
+    from bridge.pipelines.detect import SPEC as DETECT
 
     job = Job(stack, frames=1)
     params = DetectParams(model_name="box_segmenter", refine=True, sam2_function="seg")

@@ -12,7 +12,8 @@ from pydantic import ValidationError
 
 from bridge.cvat.types import Shape
 from bridge.errors import LabelMismatch, PermanentError
-from bridge.pipelines.base import MemoryProgress, StepContext, Trigger
+from bridge.events import Trigger
+from bridge.pipelines.base import MemoryProgress, StepContext
 from bridge.pipelines.params import CoverReportParams
 from bridge.pipelines.registry import ROUTES, load_pipeline, parse_params, trigger_kind
 from bridge.reports.tables import ParquetUnavailable

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bridge.errors import ConfigError
-from bridge.setup.labels import (
+from bridge.labels import (
     BUILTIN_LABEL_SETS,
     LABELS_DIR,
     builtin_labels,

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from bridge.app.settings import Settings
+from bridge.config import Settings
 from bridge.cvat.admin import CvatAdmin, WebhookSpec
 from bridge.cvat.connection import make_sdk_client
 from bridge.errors import CvatRejected, NotFound
+from bridge.labels import builtin_labels
 from bridge.setup.cli import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, add_arguments, run_setup
-from bridge.setup.labels import builtin_labels
 from bridge.setup.urls import check_target_url
 from tests.doubles.cvat_double import CvatDouble
 

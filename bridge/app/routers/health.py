@@ -11,7 +11,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from bridge import __version__
+from bridge.app.deps import AppState, MetricsDep, StateDep
 from bridge.errors import BridgeError
+from bridge.jobs.store import JobFilter
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
@@ -60,37 +62,37 @@ class ComponentChecks:
         return self._cached("nuclio:" + ",".join(functions), check)
 
 
-def _functions_in_use(request: Request) -> list[str]:
-    settings = request.app.state.settings
-    names = set(request.app.state.watch_functions)
+def functions_in_use(state: AppState) -> list[str]:
+    """The Nuclio functions to watch: configured ones plus those the recent jobs' pipelines use
+    (each pipeline's spec says which, from the job's parameters)."""
+    bridge = state.bridge
+    names = set(state.watch_functions)
+    pipeline_settings = bridge.settings.pipelines
     try:
-        rows, _ = request.app.state.store.list(request.app.state.job_filter_all(), limit=200)
-        for job in rows:
-            for key in ("model_name", "then_detect", "function"):
-                if job.params.get(key):
-                    names.add(job.params[key])
-            if job.pipeline == "remove_grid":
-                names.add(settings.inpaint_function)
-            if job.pipeline == "sam2_refine" and not job.params.get("function"):
-                names.add(settings.sam2_function)
+        rows, _ = bridge.store.list(JobFilter(), limit=200)
     except Exception as exc:  # noqa: BLE001 - the database check reports this separately
         log.debug("health: could not list jobs for function names: %s", exc)
+        return sorted(names)
+    for job in rows:
+        spec = bridge.registry.specs.get(job.pipeline)
+        if spec is not None:
+            names.update(spec.functions_for(job.params or {}, pipeline_settings))
     return sorted(names)
 
 
-async def _health(request: Request) -> JSONResponse:
-    state = request.app.state
+async def _health(request: Request, state: AppState) -> JSONResponse:
     components: dict[str, Any] = {}
     healthy = True
+    store = state.store
     try:
-        await run_in_threadpool(state.store.ping)
-        components["database"] = {"ok": True, "backend": state.store.dialect}
+        await run_in_threadpool(store.ping)
+        components["database"] = {"ok": True, "backend": store.dialect}
     except Exception as exc:  # noqa: BLE001
         components["database"] = {"ok": False, "error": str(exc)}
         healthy = False
     if request.query_params.get("deep", "true").lower() not in ("0", "false", "no"):
         components["cvat"] = await run_in_threadpool(state.checks.cvat)
-        functions = await run_in_threadpool(_functions_in_use, request)
+        functions = await run_in_threadpool(functions_in_use, state)
         components["nuclio"] = await run_in_threadpool(state.checks.nuclio, functions)
     pool = state.pool
     body = {
@@ -104,16 +106,16 @@ async def _health(request: Request) -> JSONResponse:
 
 
 @router.get("/health", summary="Liveness plus component checks (CVAT, Nuclio, database)")
-async def health_get(request: Request) -> JSONResponse:
-    return await _health(request)
+async def health_get(request: Request, state: StateDep) -> JSONResponse:
+    return await _health(request, state)
 
 
 @router.post("/health", summary="Same as GET (CVAT's webhook Ping posts here)")
-async def health_post(request: Request) -> JSONResponse:
-    return await _health(request)
+async def health_post(request: Request, state: StateDep) -> JSONResponse:
+    return await _health(request, state)
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def metrics(request: Request) -> Response:
-    data = await run_in_threadpool(request.app.state.metrics.render)
+async def metrics(metrics: MetricsDep) -> Response:
+    data = await run_in_threadpool(metrics.render)
     return Response(data, media_type="text/plain; version=0.0.4; charset=utf-8")

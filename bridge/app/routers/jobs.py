@@ -6,21 +6,21 @@ retry and cancel always need the token and answer 403 while none is configured."
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from enum import StrEnum
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
 from bridge.app.deps import StoreDep, require_token, require_token_to_change
-from bridge.jobs.models import Job
+from bridge.jobs.models import Job, JobStatus
 from bridge.jobs.store import JobFilter
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[Depends(require_token)])
 
-Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-StatusFilter = Literal["queued", "waiting", "running", "succeeded", "failed", "cancelled"]
-"""``waiting``: queued again after a transient error (an outage), until ``next_attempt_at``."""
+StatusFilter = StrEnum("StatusFilter", {**{s.name: s.value for s in JobStatus}, "WAITING": "waiting"})
+"""A job status, or ``waiting``: queued again after a transient error (an outage), until ``next_attempt_at``."""
 
 
 class FrameError(BaseModel):
@@ -36,7 +36,7 @@ class ProgressOut(BaseModel):
 class JobOut(BaseModel):
     id: int
     pipeline: str
-    status: Status
+    status: JobStatus
     partial: bool
     params: dict[str, Any]
     trigger: dict[str, Any]

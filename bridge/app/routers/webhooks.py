@@ -12,10 +12,12 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sqlalchemy.exc import DataError, SQLAlchemyError
 
+from bridge.app.deps import AppState, StateDep
 from bridge.app.limits import BodyTooLarge
 from bridge.app.security import SIGNATURE_HEADER, signature_header_problem, verify_signature
+from bridge.config import Settings
 from bridge.events import PayloadError, decide, parse_envelope
-from bridge.pipelines.registry import ROUTES, RouteSpec, flight_key, parse_params, trigger_kind
+from bridge.pipelines.registry import Registry, RouteSpec, flight_key
 
 log = logging.getLogger(__name__)
 
@@ -64,19 +66,19 @@ def event_label(event: str) -> str:
     return event if event in _KNOWN_EVENTS else "other"
 
 
-def _reply(request: Request, spec: RouteSpec, event: str, outcome: str, code: int, body: dict[str, Any],
+def _reply(state: AppState, spec: RouteSpec, event: str, outcome: str, code: int, body: dict[str, Any],
            started: float) -> JSONResponse:
-    metrics = request.app.state.metrics
+    metrics = state.bridge.metrics
     metrics.webhooks.labels(spec.path, event_label(event), outcome).inc()
     metrics.ack_seconds.labels(outcome).observe(time.perf_counter() - started)
     return JSONResponse(body, status_code=code)
 
 
-async def read_signed_body(request: Request) -> tuple[bytes | None, int, str]:
+async def read_signed_body(request: Request, settings: Settings) -> tuple[bytes | None, int, str]:
     """The body once its signature is verified: (body, 200, "") or (None, status, reason).
     The header is checked before a byte is read; the read stops past BRIDGE_MAX_BODY_BYTES
     (``RequestLimitsMiddleware`` counts what ``receive`` hands over); only then the HMAC."""
-    secret = request.app.state.settings.secret_bytes()
+    secret = settings.secret_bytes()
     header = request.headers.get(SIGNATURE_HEADER)
     problem = signature_header_problem(secret, header)
     if problem:
@@ -91,66 +93,66 @@ async def read_signed_body(request: Request) -> tuple[bytes | None, int, str]:
     return raw, 200, ""
 
 
-def make_handler(spec: RouteSpec):
-    async def handler(request: Request) -> JSONResponse:
+def make_handler(spec: RouteSpec, registry: Registry):
+    async def handler(request: Request, state: StateDep) -> JSONResponse:
         started = time.perf_counter()
-        settings = request.app.state.settings
-        raw, code, problem = await read_signed_body(request)
+        settings = state.settings
+        raw, code, problem = await read_signed_body(request, settings)
         if raw is None:
             log.warning("%s: rejected (%d): %s", spec.path, code, problem)
             outcome = "unauthorized" if code == 401 else "too_large"
-            return _reply(request, spec, "unknown", outcome, code, {"detail": problem}, started)
+            return _reply(state, spec, "unknown", outcome, code, {"detail": problem}, started)
         try:
             env, _ = parse_envelope(raw)
         except PayloadError as exc:
-            return _reply(request, spec, "unknown", "malformed", exc.status, {"detail": str(exc)}, started)
+            return _reply(state, spec, "unknown", "malformed", exc.status, {"detail": str(exc)}, started)
 
         query = dict(request.query_params)
         query.update(spec.fixed)
         try:
-            params = parse_params(spec.pipeline, query)
+            params = registry.parse_params(spec.pipeline, query)
         except ValidationError as exc:
             reason = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'query'}: {e['msg']}" for e in exc.errors())
             if env.event == "ping":
                 # CVAT's Ping must show success, but say loudly what is wrong with the URL.
-                return _reply(request, spec, "ping", "ping", 200,
+                return _reply(state, spec, "ping", "ping", 200,
                               {"status": "ok", "event": "ping", "warning": f"query parameters invalid: {reason}"},
                               started)
-            return _reply(request, spec, env.event, "bad_params", 400,
+            return _reply(state, spec, env.event, "bad_params", 400,
                           {"detail": f"invalid query parameters: {reason}"}, started)
 
         params_dict = params.model_dump(mode="json", exclude_none=True)
-        decision = decide(env, kind=trigger_kind(spec.pipeline, params), pipeline=spec.pipeline,
-                          params=params_dict, own_username=request.app.state.own_username)
+        decision = decide(env, kind=registry.trigger_kind(spec.pipeline, params), pipeline=spec.pipeline,
+                          params=params_dict, own_username=state.own_username)
         if decision.action == "ping":
-            return _reply(request, spec, "ping", "ping", 200, {"status": "ok", "event": "ping"}, started)
+            return _reply(state, spec, "ping", "ping", 200, {"status": "ok", "event": "ping"}, started)
         if decision.action == "ignore":
             log.info("%s: ignored %s: %s", spec.path, env.event, decision.reason)
-            return _reply(request, spec, env.event, "ignored", 200,
+            return _reply(state, spec, env.event, "ignored", 200,
                           {"status": "ignored", "reason": decision.reason}, started)
 
         trig = decision.trigger
         assert trig is not None and decision.dedupe_key is not None
-        store = request.app.state.store
+        store = state.store
         try:
             res = await run_in_threadpool(
                 store.enqueue, pipeline=spec.pipeline, params=params_dict, trigger=trig.to_dict(),
                 dedupe_key=decision.dedupe_key,
                 flight_key=flight_key(spec.pipeline, trig.resource, trig.resource_id),
-                max_attempts=settings.max_attempts,
+                max_attempts=settings.store.max_attempts,
             )
         except DataError as exc:  # a value the store refuses: a 5xx would make CVAT retry it for days
             first = str(exc.orig or exc).splitlines()[0][:200]
             log.warning("%s: job store refused a value: %s", spec.path, first)
-            return _reply(request, spec, env.event, "malformed", 422,
+            return _reply(state, spec, env.event, "malformed", 422,
                           {"detail": f"value cannot be stored: {first}"}, started)
         except SQLAlchemyError as exc:
             log.error("%s: job store unavailable: %s", spec.path, exc)
-            return _reply(request, spec, env.event, "store_error", 503,
+            return _reply(state, spec, env.event, "store_error", 503,
                           {"detail": "job store unavailable; retry later"}, started)
         outcome = "queued" if res.created else "duplicate"
         log.info("%s: %s → job %s (%s): %s", spec.path, env.event, res.job_id, outcome, decision.reason)
-        return _reply(request, spec, env.event, outcome, 202,
+        return _reply(state, spec, env.event, outcome, 202,
                       {"status": outcome, "job_id": res.job_id, "job_status": res.status,
                        "pipeline": spec.pipeline, "reason": decision.reason}, started)
 
@@ -158,11 +160,17 @@ def make_handler(spec: RouteSpec):
     return handler
 
 
-def build_router() -> APIRouter:
+def build_router(registry: Registry) -> APIRouter:
+    """One route per ``RouteSpec`` of the registry's pipelines, plus ``/test-webhook``."""
     router = APIRouter(tags=["webhooks"])
-    for spec in ROUTES:
+
+    async def test_webhook(request: Request, state: StateDep) -> JSONResponse:
+        """Echo the parsed payload and each route's decision without storing anything."""
+        return await dry_run(request, state.settings, registry)
+
+    for spec in registry.routes:
         router.add_api_route(
-            spec.path, make_handler(spec), methods=["POST"], summary=spec.summary,
+            spec.path, make_handler(spec, registry), methods=["POST"], summary=spec.summary,
             description=(spec.summary + ". Answers `ping` with 200; ignored events with 200 and a reason; "
                          "triggering events with 202 and the job id. Signed with X-Signature-256 when "
                          "WEBHOOK_SECRET is set." + (" Legacy route kept for compatibility." if spec.legacy else "")),
@@ -178,10 +186,9 @@ def build_router() -> APIRouter:
     return router
 
 
-async def test_webhook(request: Request) -> JSONResponse:
-    """Echo the parsed payload and each route's decision without storing anything."""
-    settings = request.app.state.settings
-    raw, code, problem = await read_signed_body(request)
+async def dry_run(request: Request, settings: Settings, registry: Registry) -> JSONResponse:
+    """What every route would do with this payload (no side effects)."""
+    raw, code, problem = await read_signed_body(request, settings)
     if raw is None:
         return JSONResponse({"detail": problem, "signature": "invalid" if code == 401 else "not checked"},
                             status_code=code)
@@ -192,14 +199,14 @@ async def test_webhook(request: Request) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)
     query = dict(request.query_params)
     decisions = {}
-    for spec in ROUTES:
+    for spec in registry.routes:
         q = {k: v for k, v in {**query, **spec.fixed}.items() if k in spec.params_model.model_fields}
         try:
-            params = parse_params(spec.pipeline, q)
+            params = registry.parse_params(spec.pipeline, q)
         except ValidationError as exc:
             decisions[spec.path] = {"action": "bad_params", "reason": str(exc.errors()[0]["msg"])}
             continue
-        d = decide(env, kind=trigger_kind(spec.pipeline, params), pipeline=spec.pipeline,
+        d = decide(env, kind=registry.trigger_kind(spec.pipeline, params), pipeline=spec.pipeline,
                    params=params.model_dump(mode="json", exclude_none=True))
         decisions[spec.path] = {"action": d.action, "reason": d.reason}
     return JSONResponse({"event": env.event, "signature": signature, "decisions": decisions,

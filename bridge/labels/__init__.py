@@ -17,9 +17,9 @@ from typing import Any
 
 from bridge.errors import ConfigError
 
-LABELS_DIR = Path(__file__).resolve().parent / "labels"
+LABELS_DIR = Path(__file__).resolve().parent
 
-# Built-in label sets (file name in bridge/setup/labels/ without ".json").
+# Built-in label sets (file name in bridge/labels/ without ".json").
 BUILTIN_LABEL_SETS = ("quadrat_corner", "grid", "coral_finegrained")
 
 _LABEL_KEYS = ("name", "color", "type", "attributes", "sublabels", "svg")

@@ -1,13 +1,18 @@
-"""One typed ``Settings`` for the whole bridge, read from the environment (and ``.env``).
+"""One typed ``Settings`` for the whole bridge, read from the environment (and ``.env``), and the
+typed parts each room receives.
 
-Built once (``Settings()``) by the CLI or the app factory and passed down; no other module
-reads ``os.environ``. Unsafe or inconsistent values fail fast with a message saying what to fix.
+``Settings()`` is built once by the composition root (``bridge.runtime``) and split there: the CVAT
+client gets ``settings.cvat``, the Nuclio client ``settings.nuclio``, the job store and workers
+``settings.store``, the pipelines ``settings.pipelines``. No other module reads ``os.environ``.
+Unsafe or inconsistent values fail fast with a message saying what to fix. This module sits at the
+bottom of the import graph: it imports nothing of the bridge.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -39,6 +44,73 @@ def check_service_url(value: str, what: str, env_name: str) -> str:
             f"(DisallowedHost); use the hyphenated alias, e.g. http://cvat-server:8080"
         )
     return value
+
+
+@dataclass(frozen=True)
+class CvatSettings:
+    """What the CVAT client needs."""
+
+    url: str
+    access_token: str | None = None
+    username: str | None = None
+    password: str | None = None
+    org: str | None = None
+    timeout: float = 60.0
+    cache_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class NuclioSettings:
+    """What the Nuclio client needs. ``dashboard_url`` is None when no dashboard is configured."""
+
+    invoke_method: Literal["direct", "dashboard"] = "direct"
+    function_url: str = "http://nuclio-nuclio-{name}:8080"
+    dashboard_url: str | None = None
+    namespace: str = "nuclio"
+    project: str = "cvat"
+    timeout: float = 120.0
+    function_timeouts: dict[str, float] = field(default_factory=dict)
+    concurrency: int = 2
+    function_concurrency: dict[str, int] = field(default_factory=dict)
+    max_body_bytes: int = 32 * 1024 * 1024
+    max_response_bytes: int = 128 * 1024 * 1024
+    retries: int = 4
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """The job store and the workers that drain it."""
+
+    database_url: str
+    workers: int = 2
+    lease_seconds: float = 60.0
+    poll_seconds: float = 0.5
+    max_attempts: int = 5
+    retry_base_seconds: float = 2.0
+    retry_max_seconds: float = 300.0
+    retry_window_seconds: float = 4 * 86400.0
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """What pipeline steps may read (``StepContext.settings``)."""
+
+    resolved_cache_dir: Path
+    auto_ann_timeout: float = 900.0
+    frame_concurrency: int = 4
+    write_batch_size: int = 1000
+    polygon_tolerance: float = 0.0
+    report_issues: bool = True
+    partial_tasks: bool = False
+    warp_size: int | None = None
+    grid_line_width: int = 30
+    grid_mask_dilation: int = 0
+    inpaint_function: str = "pth-lama"
+    inpaint_fallback: Literal["telea", "none"] = "telea"
+    sam2_function: str = "pth-sam2"
+    image_format: Literal["jpeg", "png"] = "jpeg"
+    jpeg_quality: int = 95
+    data_dir: Path = Path("data")
 
 
 class Settings(BaseSettings):
@@ -263,11 +335,60 @@ class Settings(BaseSettings):
             return None
         return self.webhook_secret.get_secret_value().encode("utf-8")
 
-    def function_timeout(self, name: str) -> float:
-        return float(self.nuclio_function_timeouts.get(name, self.nuclio_timeout))
+    # --- the parts each room receives ----------------------------------------------------------
+    @property
+    def cvat(self) -> CvatSettings:
+        token = self.cvat_access_token.get_secret_value() if self.cvat_access_token else None
+        return CvatSettings(url=self.cvat_url, access_token=token or None, username=self.cvat_login,
+                            password=self.cvat_secret_password, org=self.cvat_org, timeout=self.cvat_timeout,
+                            cache_dir=self.resolved_cache_dir)
 
-    def function_concurrency(self, name: str) -> int:
-        return int(self.nuclio_function_concurrency.get(name, self.nuclio_concurrency))
+    @property
+    def nuclio(self) -> NuclioSettings:
+        return NuclioSettings(
+            invoke_method=self.nuclio_invoke_method, function_url=self.nuclio_function_url,
+            dashboard_url=self.configured_dashboard_url, namespace=self.nuclio_namespace,
+            project=self.nuclio_project, timeout=self.nuclio_timeout,
+            function_timeouts=dict(self.nuclio_function_timeouts), concurrency=self.nuclio_concurrency,
+            function_concurrency=dict(self.nuclio_function_concurrency), max_body_bytes=self.nuclio_max_body_bytes,
+            max_response_bytes=self.nuclio_max_response_bytes, retries=self.nuclio_retries,
+        )
+
+    @property
+    def store(self) -> StoreSettings:
+        return StoreSettings(
+            database_url=self.resolved_database_url, workers=self.workers, lease_seconds=self.lease_seconds,
+            poll_seconds=self.poll_seconds, max_attempts=self.max_attempts,
+            retry_base_seconds=self.retry_base_seconds, retry_max_seconds=self.retry_max_seconds,
+            retry_window_seconds=self.retry_window_seconds,
+        )
+
+    @property
+    def pipelines(self) -> PipelineSettings:
+        return PipelineSettings(
+            resolved_cache_dir=self.resolved_cache_dir, auto_ann_timeout=self.auto_ann_timeout,
+            frame_concurrency=self.frame_concurrency, write_batch_size=self.write_batch_size,
+            polygon_tolerance=self.polygon_tolerance, report_issues=self.report_issues,
+            partial_tasks=self.partial_tasks, warp_size=self.warp_size, grid_line_width=self.grid_line_width,
+            grid_mask_dilation=self.grid_mask_dilation, inpaint_function=self.inpaint_function,
+            inpaint_fallback=self.inpaint_fallback, sam2_function=self.sam2_function,
+            image_format=self.image_format, jpeg_quality=self.jpeg_quality, data_dir=self.data_dir,
+        )
+
+    @property
+    def configured_dashboard_url(self) -> str | None:
+        """The Nuclio dashboard to consult, or None when none is configured for direct invocation.
+
+        Dashboard invocation always has one. Direct invocation consults the dashboard (for labels,
+        ``maxWorkers``, ``maxRequestBodySize``, ``eventTimeout``) only when ``NUCLIO_DASHBOARD_URL``,
+        ``NUCLIO_HOST`` or ``NUCLIO_PORT`` is set, or when ``NUCLIO_FUNCTION_URL`` is left at its default
+        (CVAT's serverless layout, where the dashboard is ``nuclio:8070`` next to ``nuclio-nuclio-{name}``).
+        """
+        explicit = self.model_fields_set
+        if (self.nuclio_invoke_method == "dashboard" or self.nuclio_dashboard_url
+                or {"nuclio_host", "nuclio_port"} & explicit or "nuclio_function_url" not in explicit):
+            return self.resolved_dashboard_url
+        return None
 
     def warn_unsafe(self) -> None:
         """Log loudly about settings that are allowed but risky."""
