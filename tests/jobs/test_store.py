@@ -215,3 +215,15 @@ def test_concurrent_claims_never_share_a_job(store):
         t.join()
     assert sorted(claimed) == sorted(set(claimed)) and len(claimed) == 40
     assert store.counts_by_status() == {"succeeded": 40}
+
+
+def test_processes_starting_together_on_an_empty_postgresql_all_migrate(postgres_url):
+    """Several pods starting at once: one migrates, the others wait for it (advisory lock) and start."""
+    import subprocess
+    import sys
+
+    code = f"from bridge.jobs.store import JobStore; JobStore({postgres_url!r}).close()"
+    procs = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE) for _ in range(4)]
+    results = [(p.wait(120), p.stderr.read().decode()[-300:]) for p in procs]
+    assert [rc for rc, _ in results] == [0, 0, 0, 0], results
+    assert current(JobStore(postgres_url).engine) == "0002_fencing_and_outages"
