@@ -11,6 +11,16 @@ Random weights (no ``--checkpoint``) are fine for timing: the network's cost doe
 2. K box prompts on one image (embedding cached): one batch request vs K one-prompt requests.
 3. With ``--pipeline``: K rectangles through the ``sam2_refine`` pipeline (``refine_job`` against the
    CVAT test double, the function served over loopback HTTP): batched calls vs one call per prompt.
+4. Tracker (``nuclio_functions/sam2_tracker``, ``--tracker-frames`` 200, 0 skips): a synthetic
+   ``--tracker-size`` video (a disk and a block moving), three objects (rectangle, polygon, mask)
+   started on frame 0 and continued frame by frame through the function's handler, with CVAT's
+   signing of the states in between (as ``POST /api/lambda/functions/pth-sam2-tracker`` does).
+   Frames/s at the config's encoder input 1024 and at 512 (``--tracker-speed-frames`` each), then
+   all frames at ``--tracker-image-size`` (default 256, so 200 frames take ~2 min on 2 cores) with
+   process RSS and the largest signed state per frame, first vs last (goal: flat; the encoder input
+   changes the time per frame, not what is kept). Random weights segment nothing in particular, so the
+   scale guard is opened (``SAM2_TRACKER_MAX_SCALE_CHANGE``) to keep every object on the found
+   path (mask decode, polygon / RLE encoding), which is what a real track costs.
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from cvat_sdk.masks import encode_mask
 
 FUNCTION_DIR = Path(__file__).resolve().parents[1] / "nuclio_functions" / "sam2"
 
@@ -58,6 +69,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=3, help="images (first/second click) and batch rounds")
     ap.add_argument("--json", type=Path, help="also write the numbers here")
     ap.add_argument("--pipeline", action="store_true", help="also time refine_job, batched vs per prompt")
+    ap.add_argument("--tracker-frames", type=int, default=200, help="tracker frames (0: skip the tracker rows)")
+    ap.add_argument("--tracker-speed-frames", type=int, default=5, help="tracker frames timed at inputs 1024 and 512")
+    ap.add_argument("--tracker-size", default="320x240", help="tracker video WIDTHxHEIGHT")
+    ap.add_argument("--tracker-image-size", type=int, default=256,
+                    help="tracker encoder input (SAM2_IMAGE_SIZE) of the long memory run")
     args = ap.parse_args(argv)
     width, height = (int(v) for v in args.size.lower().split("x"))
 
@@ -138,11 +154,131 @@ def main(argv: list[str] | None = None) -> None:
         res.update(pipeline_batch_prompts_per_s=round(k / pb, 1), pipeline_per_prompt_prompts_per_s=round(k / pp, 1))
         rows.append((f"refine_job, {k} rectangles, batched", f"{pb * 1000:9.1f} ms",
                      f"{k / pb:8.1f} prompts/s (one call per prompt: {k / pp:.1f}/s, x{pp / pb:.2f})"))
+    if args.tracker_frames > 0:
+        tracker_rows, tracker_res = _tracker_bench(args)
+        rows.extend(tracker_rows)
+        res.update(tracker_res)
     for name, value, note in rows:
         print(f"  {name:<40} {value:>14}   {note}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(res, indent=2))
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _video_frame(width: int, height: int, k: int) -> tuple[str, list[dict]]:
+    """Frame ``k`` of the synthetic video (JPEG base64) and the three objects' shapes on it."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    img = np.stack([(xx * 3 + k) % 90 + 40, (yy * 5) % 70 + 50, np.full_like(xx, 70)], -1).astype(np.uint8)
+    r = max(8, height // 10)
+    cx = int(width * 0.2 + (k * 2) % int(width * 0.5))
+    cy = int(height * 0.4 + 10 * np.sin(k / 10))
+    cv2.circle(img, (cx, cy), r, (40, 220, 250), -1)
+    bx = int(width * 0.7 - (k % int(width * 0.4)))
+    cv2.rectangle(img, (bx, int(height * 0.65)), (bx + 2 * r, int(height * 0.65) + 2 * r), (200, 60, 40), -1)
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    assert ok
+    disk = np.zeros((height, width), np.uint8)
+    cv2.circle(disk, (cx, cy), r, 1, -1)
+    shapes = [{"type": "rectangle", "points": [cx - r, cy - r, cx + r, cy + r]},
+              {"type": "polygon", "points": [bx, int(height * 0.65), bx + 2 * r, int(height * 0.65),
+                                             bx + 2 * r, int(height * 0.65) + 2 * r, bx, int(height * 0.65) + 2 * r]},
+              {"type": "mask", "points": encode_mask(disk.astype(bool))}]
+    return base64.b64encode(buf.tobytes()).decode(), shapes
+
+
+def _track(fn: object, signer: object, frames: list[str], shapes: list[dict],
+           on_frame: Callable[[int, list[str]], None]) -> float:
+    """Start on frame 0 and continue over the rest like CVAT does (states signed between calls);
+    returns the seconds spent in the frames after the first."""
+    import yaml
+
+    from tests.nuclio_functions.cvat_lambda import function_metadata, tracker_answer, tracker_payload
+
+    meta = function_metadata(yaml.safe_load((FUNCTION_DIR.parent / "sam2_tracker" / "function.yaml").read_text()))
+
+    def call(request: dict, image: str) -> dict:
+        status, answer = fn.call(tracker_payload(meta, request, image, signer))  # type: ignore[attr-defined]
+        if status != 200:
+            raise RuntimeError(f"tracker answered {status}: {answer}")
+        return json.loads(json.dumps(tracker_answer(meta, answer, signer)))
+
+    answer = call({"frame": 0, "shapes": shapes}, frames[0])
+    t0 = time.perf_counter()
+    for k, image in enumerate(frames[1:], start=1):
+        answer = call({"frame": k, "states": answer["states"]}, image)
+        on_frame(k, answer["states"])
+    return time.perf_counter() - t0
+
+
+def _tracker_bench(args: argparse.Namespace) -> tuple[list[tuple[str, str, str]], dict[str, object]]:
+    repo = FUNCTION_DIR.parents[1]
+    if str(repo) not in sys.path:
+        sys.path.append(str(repo))
+    from tests.doubles.function_server import load_function
+    from tests.nuclio_functions.cvat_lambda import TimestampSigner
+
+    width, height = (int(v) for v in args.tracker_size.lower().split("x"))
+    n = args.tracker_frames
+    frames, shapes = [], []
+    for k in range(n):
+        image, shp = _video_frame(width, height, k)
+        frames.append(image)
+        shapes = shapes or shp
+    env = {"SAM2_CHECKPOINT": args.checkpoint, "SAM2_CONFIG": args.config, "SAM2_DEVICE": args.device,
+           "SAM2_WARMUP": "1", "SAM2_CACHE_MB": "32", "SAM2_TRACKER_MAX_SCALE_CHANGE": "1000"}
+    signer = TimestampSigner("bench-secret", "cvat-tracker-state:pth-sam2-tracker")
+
+    def load(size: int) -> object:
+        return load_function(FUNCTION_DIR.parent / "sam2_tracker", {**env, "SAM2_IMAGE_SIZE": str(size)})
+
+    # 1. speed at the config's 1024 input and at 512, a few frames each
+    k_speed = max(2, min(args.tracker_speed_frames + 1, n))
+    fps = {}
+    for size in (1024, 512):
+        fps[size] = (k_speed - 1) / _track(load(size), signer, frames[:k_speed], shapes, lambda k, s: None)
+    # 2. memory over the whole video at --tracker-image-size
+    rss: list[float] = []
+    state_sizes: list[int] = []
+
+    def record(k: int, states: list[str]) -> None:
+        rss.append(_rss_mb())
+        state_sizes.append(max(len(s) for s in states))
+
+    size = args.tracker_image_size
+    fps[size] = (n - 1) / _track(load(size), signer, frames, shapes, record)
+    early = min(20, len(rss)) - 1  # the embedding cache (32 MB) is full by then
+    growth = rss[-1] - rss[early]
+    slope_kb = float(np.polyfit(np.arange(early, len(rss)), rss[early:], 1)[0] * 1024) if len(rss) - early > 2 else 0.0
+    # flat: no RSS growth once the embedding cache is full, and the state varies only by a few digits
+    flat = growth < 20 and max(state_sizes) - min(state_sizes) < 64
+    res: dict[str, object] = {
+        "tracker_video": f"{width}x{height}", "tracker_objects": 3, "tracker_frames": n,
+        "tracker_fps_by_encoder_input": {str(k): round(v, 3) for k, v in fps.items()},
+        "tracker_rss_mb_at_frame": {str(k + 1): round(rss[k], 1) for k in (early, len(rss) // 2 - 1, len(rss) - 1)},
+        "tracker_rss_growth_mb": round(growth, 1), "tracker_rss_slope_kb_per_frame": round(slope_kb, 1),
+        "tracker_state_bytes_first": state_sizes[0], "tracker_state_bytes_last": state_sizes[-1],
+        "tracker_state_bytes_min": min(state_sizes), "tracker_state_bytes_max": max(state_sizes),
+    }
+    rows = []
+    for enc in sorted(fps, reverse=True):
+        frames_run = n - 1 if enc == size else k_speed - 1
+        note = f"{1000 / fps[enc]:.0f} ms/frame over {frames_run} frames; x{fps[enc] / fps[1024]:.2f} vs enc 1024"
+        rows.append((f"tracker, 3 objects, {width}x{height}, enc {enc}", f"{fps[enc]:9.2f} fps", note))
+    rows += [
+        (f"  RSS frame {early + 1} -> {len(rss)} (enc {size})", f"{rss[early]:7.0f} MB",
+         f"-> {rss[-1]:.0f} MB ({growth:+.1f} MB, {slope_kb:+.1f} KB/frame; embedding cache 32 MB)"),
+        ("  signed state per object, first / last", f"{state_sizes[0]:7d} B",
+         f"/ {state_sizes[-1]} B (range {min(state_sizes)}..{max(state_sizes)} B): "
+         + ("flat" if flat else "NOT flat")),
+    ]
+    return rows, res
 
 
 def _pipeline_bench(service: object, image: bytes, boxes: list[list[float]], repeats: int) -> tuple[float, float]:
@@ -153,12 +289,13 @@ def _pipeline_bench(service: object, image: bytes, boxes: list[list[float]], rep
         sys.path.append(str(repo))
     from protocol import parse_batch
 
-    from bridge.app.settings import Settings
+    from bridge.config import Settings
     from bridge.cvat.client import CvatClient
     from bridge.cvat.types import Shape
+    from bridge.events import Trigger
     from bridge.nuclio.client import NuclioClient
     from bridge.pipelines import sam2_refine
-    from bridge.pipelines.base import MemoryProgress, StepContext, Trigger
+    from bridge.pipelines.base import MemoryProgress, StepContext
     from bridge.pipelines.params import Sam2RefineParams
     from tests.doubles.cvat_double import CvatDouble
     from tests.doubles.function_server import free_port, serve_in_thread

@@ -7,9 +7,18 @@
 #   --gpu      deploy function-gpu.yaml instead of function.yaml
 #   --dry-run  print the nuctl commands instead of running them
 #
+# Functions whose function.yaml has a CVAT type annotation (detector, interactor, reid, tracker) go
+# to NUCLIO_PROJECT, the project CVAT lists; the others (lama: the bridge calls it, CVAT cannot) go
+# to NUCLIO_BRIDGE_PROJECT, which CVAT does not list: CVAT 2.73 refuses a function of no or unknown
+# type with "InvalidFunctionMetadataError ... unknown type: None" on every listing. The bridge calls
+# functions by container name (nuclio-<namespace>-<name>), which does not depend on the project.
+# A directory with a shared-modules.txt (paths relative to it, one a line) is deployed from a staged
+# copy holding those files too (sam2_auto, sam2_tracker share ../sam2/model.py, ...).
+#
 # Environment:
 #   NUCTL                      nuctl binary (default: nuctl)
 #   NUCLIO_PROJECT             Nuclio project (default: cvat; CVAT lists the functions of this project)
+#   NUCLIO_BRIDGE_PROJECT      project of the functions CVAT must not list (default: cvat-bridge)
 #   NUCLIO_NETWORK             Docker network the functions join (default: cvat_cvat)
 #   CVAT_FUNCTIONS_REDIS_HOST  passed to every function, as CVAT's serverless/deploy_*.sh do
 #                              (default: cvat_redis_ondisk)
@@ -23,12 +32,13 @@ set -euo pipefail
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 NUCTL="${NUCTL:-nuctl}"
 PROJECT="${NUCLIO_PROJECT:-cvat}"
+BRIDGE_PROJECT="${NUCLIO_BRIDGE_PROJECT:-cvat-bridge}"
 NETWORK="${NUCLIO_NETWORK:-cvat_cvat}"
 REDIS_HOST="${CVAT_FUNCTIONS_REDIS_HOST:-cvat_redis_ondisk}"
 REDIS_PORT="${CVAT_FUNCTIONS_REDIS_PORT:-6666}"
 
 usage() {
-    sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,29p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 die() {
@@ -76,9 +86,26 @@ if [[ -n "${WEIGHTS_URL:-}" && ${#FUNCTIONS[@]} -ne 1 ]]; then
     die "WEIGHTS_URL applies to one function; name it, or use WEIGHTS_URL_<NAME>"
 fi
 
-if [[ "$DRY_RUN" == 1 ]] || ! "$NUCTL" get project "$PROJECT" --platform local >/dev/null 2>&1; then
-    run "$NUCTL" create project "$PROJECT" --platform local
-fi
+# The project a function belongs in: CVAT's when its config declares a type CVAT knows.
+project_of() {
+    if grep -Eq '^[[:space:]]+type:[[:space:]]*(detector|interactor|reid|tracker)[[:space:]]*(#.*)?$' "$1"; then
+        echo "$PROJECT"
+    else
+        echo "$BRIDGE_PROJECT"
+    fi
+}
+
+CREATED=()
+ensure_project() {
+    local p
+    for p in "${CREATED[@]+"${CREATED[@]}"}"; do
+        [[ "$p" == "$1" ]] && return 0
+    done
+    CREATED+=("$1")
+    if [[ "$DRY_RUN" == 1 ]] || ! "$NUCTL" get project "$1" --platform local >/dev/null 2>&1; then
+        run "$NUCTL" create project "$1" --platform local
+    fi
+}
 
 TMP_DIR="$(mktemp -d)"
 trap 'rm -rf "$TMP_DIR"' EXIT
@@ -86,16 +113,32 @@ trap 'rm -rf "$TMP_DIR"' EXIT
 for fn in "${FUNCTIONS[@]}"; do
     root="$SCRIPT_DIR/$fn"
     config="$root/$CONFIG_NAME"
+    project="$(project_of "$config")"
+    ensure_project "$project"
+    if [[ -f "$root/shared-modules.txt" ]]; then
+        stage="$TMP_DIR/stage-$fn"
+        mkdir -p "$stage"
+        cp -R "$root"/. "$stage"/
+        while IFS= read -r shared || [[ -n "$shared" ]]; do
+            [[ -z "$shared" || "$shared" == \#* ]] && continue
+            [[ -f "$root/$shared" ]] || die "$fn/shared-modules.txt names $shared, which does not exist"
+            cp "$root/$shared" "$stage"/
+        done < "$root/shared-modules.txt"
+        root="$stage"
+        config="$stage/$CONFIG_NAME"
+    fi
     var="WEIGHTS_URL_$(echo "$fn" | tr '[:lower:]-' '[:upper:]_')"
     url="${!var:-${WEIGHTS_URL:-}}"
     if [[ -n "$url" ]]; then
-        grep -q 'value: WEIGHTS_URL=' "$config" || die "$config has no WEIGHTS_URL build argument"
+        # the build ARG holding the URL: WEIGHTS_URL (sam2 and sam2_auto call it SAM2_CHECKPOINT_URL)
+        arg="$(grep -oE 'value: (WEIGHTS_URL|SAM2_CHECKPOINT_URL)=' "$config" | head -n 1 | sed 's/^value: //; s/=$//')"
+        [[ -n "$arg" ]] || die "$config has no WEIGHTS_URL build argument"
         escaped="$(printf '%s' "$url" | sed 's/[\\|&]/\\&/g')"
-        sed "s|value: WEIGHTS_URL=.*|value: WEIGHTS_URL=${escaped}|" "$config" > "$TMP_DIR/$fn-$CONFIG_NAME"
+        sed "s|value: ${arg}=.*|value: ${arg}=${escaped}|" "$config" > "$TMP_DIR/$fn-$CONFIG_NAME"
         config="$TMP_DIR/$fn-$CONFIG_NAME"
     fi
-    echo "Deploying $fn ($CONFIG_NAME)..." >&2
-    run "$NUCTL" deploy --project-name "$PROJECT" --path "$root" --file "$config" --platform local \
+    echo "Deploying $fn ($CONFIG_NAME) into Nuclio project $project..." >&2
+    run "$NUCTL" deploy --project-name "$project" --path "$root" --file "$config" --platform local \
         --env "CVAT_FUNCTIONS_REDIS_HOST=$REDIS_HOST" \
         --env "CVAT_FUNCTIONS_REDIS_PORT=$REDIS_PORT" \
         --platform-config "{\"attributes\": {\"network\": \"$NETWORK\"}}"

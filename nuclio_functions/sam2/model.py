@@ -1,8 +1,9 @@
 """SAM 2 model wrapper: one image encode (``embed``), many cheap prompt decodes (``predict``).
 
 Pure: images and prompts in, numpy masks and scores out; no Nuclio, no JSON, no environment.
-Shared by ``sam2`` (interactor) and ``sam2_auto`` (detector); it imports no sibling module, so
-``sam2_auto`` can load it from a copied file (see ``sam2_auto/deploy.sh``).
+Shared by ``sam2`` (interactor), ``sam2_auto`` (detector) and ``sam2_tracker`` (``candidates``,
+``pooled_features``); it imports no sibling module, so the others load it from a copied file
+(``shared-modules.txt``, ``../deploy.sh``).
 
 The per-image state of ``SAM2ImagePredictor`` (``_features``, ``_orig_hw``) is captured into an
 ``Embedding`` value after ``set_image``; ``predict`` puts it back under a lock and runs only the
@@ -59,6 +60,18 @@ class Embedding:
 
 
 @dataclass(frozen=True)
+class Candidates:
+    """Decoder output for one box prompt: ``masks`` (C x H x W bool, image size), ``scores`` (C,
+    predicted IoU), ``low_res`` (C x L x L logits over the whole image), ``object_logit`` (SAM 2's
+    object-presence logit: > 0 means the object is there)."""
+
+    masks: np.ndarray
+    scores: np.ndarray
+    low_res: np.ndarray
+    object_logit: float
+
+
+@dataclass(frozen=True)
 class Prediction:
     """Best mask of one prompt (bool H x W) and its predicted IoU score."""
 
@@ -78,17 +91,23 @@ def pick_device(requested: str = "auto") -> str:
     return requested
 
 
-def load_sam2(config: str, checkpoint: str | None, device: str) -> SAM2Base:
-    """Build SAM 2 from its hydra config name; ``checkpoint=None`` means random weights (tests only)."""
+def load_sam2(config: str, checkpoint: str | None, device: str, image_size: int | None = None) -> SAM2Base:
+    """Build SAM 2 from its hydra config name; ``checkpoint=None`` means random weights (tests only).
+
+    ``image_size`` overrides the square input the encoder runs at (the configs say 1024; a multiple of
+    64, e.g. 512, costs ~4x less on a CPU; quality with trained weights at other sizes not measured)."""
     if checkpoint is not None and not os.path.isfile(checkpoint):
         raise ModelLoadError(f"SAM 2 checkpoint not found: {checkpoint!r}")
+    if image_size is not None and (image_size < 256 or image_size % 64):
+        raise ModelLoadError(f"image size must be a multiple of 64 and at least 256, got {image_size}")
     if checkpoint is None:
         log.warning("SAM 2 built with RANDOM weights from %s: test-only mode, masks are meaningless", config)
     if device == "cuda" and torch.cuda.get_device_properties(0).major >= 8:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     try:
-        return build_sam2(config, ckpt_path=checkpoint, device=device)
+        extra = [f"++model.image_size={image_size}"] if image_size else []
+        return build_sam2(config, ckpt_path=checkpoint, device=device, hydra_overrides_extra=extra)
     except Exception as exc:  # hydra/torch raise many types; report them as one load failure
         raise ModelLoadError(
             f"cannot build SAM 2 from config {config!r}, checkpoint {checkpoint!r}: {exc}") from exc
@@ -109,6 +128,9 @@ class Sam2Model:
         self.sam_model = sam_model
         self.model_id = model_id
         self.predictor = SAM2ImagePredictor(sam_model)
+        # The predictor hard-codes the backbone feature sizes of a 1024² input; follow the model's.
+        size = int(sam_model.image_size)
+        self.predictor._bb_feat_sizes = [(size // 4, size // 4), (size // 8, size // 8), (size // 16, size // 16)]
         self.device = str(sam_model.device)
         kind = "cuda" if self.device.startswith("cuda") else "cpu"
         self.decoder_batch = decoder_batch or DEFAULT_DECODER_BATCH[kind]
@@ -116,10 +138,20 @@ class Sam2Model:
 
     @classmethod
     def load(cls, config: str = DEFAULT_CONFIG, checkpoint: str | None = None,
-             device: str = "auto", decoder_batch: int = 0) -> Sam2Model:
+             device: str = "auto", decoder_batch: int = 0, image_size: int | None = None) -> Sam2Model:
         dev = pick_device(device)
-        return cls(load_sam2(config, checkpoint, dev), model_id=f"{config}|{checkpoint or 'random'}",
-                   decoder_batch=decoder_batch)
+        model_id = f"{config}|{checkpoint or 'random'}" + (f"|{image_size}" if image_size else "")
+        return cls(load_sam2(config, checkpoint, dev, image_size), model_id=model_id, decoder_batch=decoder_batch)
+
+    @property
+    def embedding_size(self) -> int:
+        """Side of the image embedding grid (64 for a 1024² input)."""
+        return int(self.sam_model.sam_image_embedding_size)
+
+    @property
+    def low_res_size(self) -> int:
+        """Side of the decoder's low-resolution mask logits (4 x the embedding grid: 256 for 1024²)."""
+        return 4 * self.embedding_size
 
     def _inference(self) -> contextlib.AbstractContextManager[None]:
         return inference_context(self.device)
@@ -206,6 +238,51 @@ class Sam2Model:
         chosen = (masks[rows, best] > mask_logit).cpu().numpy()
         best_scores = scores[rows, best].cpu().numpy()
         return [Prediction(chosen[k], float(best_scores[k])) for k in range(len(prompts))]
+
+    def candidates(self, embedding: Embedding, box: np.ndarray, mask_input: np.ndarray | None = None,
+                   multimask: bool = True, threshold: float = 0.5) -> Candidates:
+        """All masks the decoder proposes for one box (x1,y1,x2,y2 in image pixels) and an optional
+        low-resolution mask prompt (L x L logits over the whole image, ``L = low_res_size``), with
+        their predicted IoU, their low-resolution logits and SAM 2's object-presence logit."""
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+        side = self.low_res_size
+        if mask_input is not None and mask_input.shape != (side, side):
+            raise ValueError(f"mask_input must be {side} x {side}, got {mask_input.shape}")
+        with self._lock, self._inference():
+            self._load_state(embedding)
+            try:
+                p = self.predictor
+                hw = p._orig_hw[0]
+                bx = torch.as_tensor(np.asarray(box, np.float32).reshape(1, 4), device=p.device)
+                coords = p._transforms.transform_boxes(bx, normalize=True, orig_hw=hw).reshape(1, 2, 2)
+                labels = torch.tensor([[2, 3]], dtype=torch.int, device=p.device)
+                dense_in = None if mask_input is None else torch.as_tensor(
+                    mask_input, dtype=torch.float, device=p.device)[None, None]
+                sparse, dense = self.sam_model.sam_prompt_encoder(points=(coords, labels), boxes=None,
+                                                                  masks=dense_in)
+                low_res, iou, _, object_logit = self.sam_model.sam_mask_decoder(
+                    image_embeddings=p._features["image_embed"][0:1],
+                    image_pe=self.sam_model.sam_prompt_encoder.get_dense_pe(),
+                    sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                    multimask_output=multimask, repeat_image=False,
+                    high_res_features=[f[0:1] for f in p._features["high_res_feats"]])
+                masks = p._transforms.postprocess_masks(low_res, hw)[0] > logit(threshold)
+                return Candidates(masks.cpu().numpy(), iou[0].float().cpu().numpy(),
+                                  torch.clamp(low_res[0], -32.0, 32.0).float().cpu().numpy(),
+                                  float(object_logit.float().reshape(-1)[0]))
+            finally:
+                self.predictor.reset_predictor()
+
+    def pooled_features(self, embedding: Embedding, weights: np.ndarray) -> np.ndarray:
+        """The image embedding (C x E x E) averaged with ``weights`` (E x E, >= 0, not all zero):
+        an appearance descriptor of one region, (C,) float32."""
+        side = self.embedding_size
+        if weights.shape != (side, side) or weights.min() < 0 or weights.sum() <= 0:
+            raise ValueError(f"weights must be {side} x {side}, non-negative and not all zero")
+        feats = embedding.features["image_embed"][0].float().cpu().numpy()  # C x E x E
+        w = weights.astype(np.float32)
+        return np.tensordot(feats, w, axes=([1, 2], [0, 1])) / float(w.sum())
 
     def warm_up(self) -> None:
         """One encode and one decode on a dummy image, so the first real click is not a cold start."""

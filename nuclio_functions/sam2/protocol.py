@@ -37,6 +37,11 @@ class Prompt(NamedTuple):
     neg: np.ndarray
     box: np.ndarray | None
 
+    @property
+    def is_empty(self) -> bool:
+        """No positive point and no box: nothing to segment (negative points alone select nothing)."""
+        return len(self.pos) == 0 and self.box is None
+
 
 @dataclass(frozen=True)
 class InteractorRequest:
@@ -126,8 +131,12 @@ def _points(value: Any, where: str, required: bool) -> np.ndarray:
 
 
 def _box(value: Any, where: str) -> np.ndarray | None:
-    """``[x1,y1,x2,y2]`` or CVAT's ``[[x1,y1],[x2,y2]]`` -> ordered (4,) array, or None."""
-    if value is None:
+    """``[x1,y1,x2,y2]`` or CVAT's ``[[x1,y1],[x2,y2]]`` -> ordered (4,) array; None when absent.
+
+    Absent is ``null`` or ``[]``: the CVAT UI sends ``"obj_bbox": []`` whenever no box is drawn
+    (cvat-ui ``convertShapesForInteractor`` reduces an empty selection to ``[]``) and CVAT's lambda
+    manager drops only ``None`` values, so ``[]`` reaches the function on every point-only click."""
+    if value is None or (isinstance(value, list) and not value):
         return None
     if isinstance(value, list) and len(value) == 2 and all(isinstance(v, (list, tuple)) for v in value):
         value = [*value[0], *value[1]]
@@ -159,14 +168,16 @@ def _prompt(pos: np.ndarray, neg: np.ndarray, box: np.ndarray | None, where: str
 
 def parse_interactor(body: Any) -> InteractorRequest:
     """CVAT interactor (2.60+): ``image``, ``pos_points``, ``neg_points`` (both required, may be
-    empty), ``obj_bbox`` (``[[x1,y1],[x2,y2]]`` or null), optional ``threshold`` (mask probability)."""
+    empty), ``obj_bbox`` (``[[x1,y1],[x2,y2]]``, ``[]`` or null), optional ``threshold`` (mask
+    probability). Empty parts are absent. A prompt with no positive point and no box (a lone
+    negative click, which CVAT allows with ``min_pos_points: 0``) is valid: it has no object
+    (``Prompt.is_empty``) and is answered with no shapes rather than an error."""
     body = parse_body(body)
     image = decode_b64(body)
     pos = _points(body.get("pos_points"), "pos_points", required=True)
     neg = _points(body.get("neg_points"), "neg_points", required=True)
     box = _box(body.get("obj_bbox"), "obj_bbox")
-    prompt = _prompt(pos, neg, box, "the request")
-    return InteractorRequest(image, prompt, _threshold(body, DEFAULT_MASK_THRESHOLD, low_open=True))
+    return InteractorRequest(image, Prompt(pos, neg, box), _threshold(body, DEFAULT_MASK_THRESHOLD, low_open=True))
 
 
 def parse_batch(body: Any, max_prompts: int) -> BatchRequest:

@@ -41,7 +41,12 @@ class Sam2Service:
                                          lambda: self.model.embed(decode_image(image)), lambda e: e.nbytes)
 
     def interact(self, req: InteractorRequest) -> dict[str, Any]:
-        """CVAT interactor answer: ``{"shapes": [mask]}``, or ``{"shapes": []}`` for an empty mask."""
+        """CVAT interactor answer: ``{"shapes": [mask]}``, or ``{"shapes": []}`` for an empty mask
+        and for a prompt without a positive point or a box (checked, but the model is not run)."""
+        if req.prompt.is_empty:
+            height, width = decode_image(req.image).shape[:2]
+            check_prompt(req.prompt, width, height)
+            return {"shapes": []}
         emb, _ = self.embedding(req.image)
         check_prompt(req.prompt, emb.width, emb.height)
         pos, neg, box = req.prompt

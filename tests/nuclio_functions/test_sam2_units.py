@@ -254,6 +254,19 @@ def test_interactor_request_accepts_points_box_and_both() -> None:
     assert protocol.decode_image(r.image).shape == (20, 30, 3)
 
 
+@pytest.mark.parametrize("empty_box", [None, []])
+def test_interactor_request_empty_parts_are_absent(empty_box) -> None:
+    # CVAT 2.73's UI sends "obj_bbox": [] whenever no box is drawn; CVAT drops only None values
+    r = protocol.parse_interactor({"image": B64, "pos_points": [[1, 2]], "neg_points": [], "obj_bbox": empty_box})
+    assert r.prompt.box is None and r.prompt.pos.tolist() == [[1, 2]] and not r.prompt.is_empty
+    # min_pos_points: 0 lets the UI send a lone negative click (or nothing): a valid, empty prompt
+    for neg in ([[3, 4]], []):
+        r = protocol.parse_interactor({"image": B64, "pos_points": [], "neg_points": neg, "obj_bbox": empty_box})
+        assert r.prompt.is_empty and r.prompt.neg.tolist() == neg
+    box = protocol.parse_interactor({"image": B64, "pos_points": [], "neg_points": [], "obj_bbox": [[1, 1], [5, 5]]})
+    assert not box.prompt.is_empty
+
+
 def test_batch_request_parses_prompts() -> None:
     r = protocol.parse_batch({"image": B64, "prompts": [{"bbox": [1, 2, 5, 6]}, {"pos_points": [[1, 1]]}],
                               "multimask_output": True}, max_prompts=10)
@@ -271,9 +284,9 @@ def test_batch_request_parses_prompts() -> None:
     ({"image": B64, "pos_points": [[1]], "neg_points": []}, "pos_points[0]' must be an [x, y] pair"),
     ({"image": B64, "pos_points": [["a", 1]], "neg_points": []}, "finite number"),
     ({"image": B64, "pos_points": [[True, 1]], "neg_points": []}, "finite number"),
-    ({"image": B64, "pos_points": [], "neg_points": [[1, 1]], "obj_bbox": None},
-     "at least one positive point or a box"),
     ({"image": B64, "pos_points": [], "neg_points": [], "obj_bbox": [[1, 1], [1, 5]]}, "degenerate"),
+    ({"image": B64, "pos_points": [], "neg_points": [], "obj_bbox": [[]]}, "obj_bbox"),
+    ({"image": B64, "pos_points": [], "neg_points": [], "obj_bbox": {}}, "obj_bbox"),
     ({"image": B64, "pos_points": [], "neg_points": [], "obj_bbox": [1, 2, 3]}, "obj_bbox"),
     ({"image": B64, "pos_points": [[1, 1]], "neg_points": [], "threshold": 1.5},
      "'threshold' must be in (0, 1)"),
@@ -291,6 +304,7 @@ def test_interactor_request_errors(body: dict, reason: str) -> None:
     ({"image": B64, "prompts": ["box"]}, "'prompts[0]' must be an object"),
     ({"image": B64, "prompts": [{"box": [1, 1, 5, 5]}]}, "unknown keys ['box']"),
     ({"image": B64, "prompts": [{"bbox": None, "pos_points": []}]}, "at least one positive point or a box"),
+    ({"image": B64, "prompts": [{"bbox": [], "neg_points": [[1, 1]]}]}, "at least one positive point or a box"),
     ({"image": B64, "prompts": [{"bbox": [1, 1, 5, 5]}], "multimask_output": "yes"}, "'multimask_output'"),
 ])
 def test_batch_request_errors(body: dict, reason: str) -> None:
