@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Deploy this repo's Nuclio functions to a local (Docker) Nuclio, on CVAT's network.
+# Deploy this repo's Nuclio functions to a local (Docker) Nuclio on CVAT's network, or to Nuclio's
+# Kubernetes platform.
 #
-# Usage: deploy.sh [--gpu] [--dry-run] [FUNCTION...]
+# Usage: deploy.sh [--gpu] [--platform local|kube] [--registry R [--run-registry R]] [--dry-run] [FUNCTION...]
 #   FUNCTION   a directory next to this script (gridcorners, gridpose, coralseg, lama, sam2, ...);
 #              default: every directory holding a function.yaml
 #   --gpu      deploy function-gpu.yaml instead of function.yaml
+#   --platform local (default: Docker, joins NUCLIO_NETWORK) or kube (function-kube[-gpu].yaml is
+#              merged onto the config: no docker network, replicas, resources, node placement;
+#              see docs/kubernetes.md); kube needs --registry (or NUCTL_REGISTRY)
 #   --dry-run  print the nuctl commands instead of running them
 #
 # Functions whose function.yaml has a CVAT type annotation (detector, interactor, reid, tracker) go
@@ -17,6 +21,8 @@
 #
 # Environment:
 #   NUCTL                      nuctl binary (default: nuctl)
+#   NUCTL_REGISTRY             image registry for --platform kube (or --registry)
+#   NUCLIO_NAMESPACE           Kubernetes namespace for --platform kube (default: nuclio)
 #   NUCLIO_PROJECT             Nuclio project (default: cvat; CVAT lists the functions of this project)
 #   NUCLIO_BRIDGE_PROJECT      project of the functions CVAT must not list (default: cvat-bridge)
 #   NUCLIO_NETWORK             Docker network the functions join (default: cvat_cvat)
@@ -36,9 +42,13 @@ BRIDGE_PROJECT="${NUCLIO_BRIDGE_PROJECT:-cvat-bridge}"
 NETWORK="${NUCLIO_NETWORK:-cvat_cvat}"
 REDIS_HOST="${CVAT_FUNCTIONS_REDIS_HOST:-cvat_redis_ondisk}"
 REDIS_PORT="${CVAT_FUNCTIONS_REDIS_PORT:-6666}"
+NAMESPACE="${NUCLIO_NAMESPACE:-nuclio}"
+REGISTRY="${NUCTL_REGISTRY:-}"
+RUN_REGISTRY=""
+PLATFORM="local"
 
 usage() {
-    sed -n '2,29p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,37p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 die() {
@@ -62,6 +72,9 @@ while [[ $# -gt 0 ]]; do
     case "$1" in
         --gpu) GPU=1 ;;
         --dry-run) DRY_RUN=1 ;;
+        --platform) PLATFORM="${2:-}"; shift ;;
+        --registry) REGISTRY="${2:-}"; shift ;;
+        --run-registry) RUN_REGISTRY="${2:-}"; shift ;;
         -h|--help) usage; exit 0 ;;
         -*) die "unknown option $1 (see --help)" ;;
         *) FUNCTIONS+=("${1%/}") ;;
@@ -71,6 +84,15 @@ done
 
 CONFIG_NAME="function.yaml"
 [[ "$GPU" == 1 ]] && CONFIG_NAME="function-gpu.yaml"
+KUBE_OVERLAY="function-kube.yaml"
+[[ "$GPU" == 1 ]] && KUBE_OVERLAY="function-kube-gpu.yaml"
+case "$PLATFORM" in
+    local) ;;
+    kube) [[ -n "$REGISTRY" ]] || die "--platform kube needs --registry (or NUCTL_REGISTRY): where nuctl pushes images" ;;
+    *) die "--platform must be local or kube, not '$PLATFORM'" ;;
+esac
+PLATFORM_ARGS=(--platform "$PLATFORM")
+[[ "$PLATFORM" == kube ]] && PLATFORM_ARGS+=(--namespace "$NAMESPACE")
 
 if [[ ${#FUNCTIONS[@]} -eq 0 ]]; then
     for dir in "$SCRIPT_DIR"/*/; do
@@ -81,6 +103,9 @@ fi
 
 for fn in "${FUNCTIONS[@]}"; do
     [[ -f "$SCRIPT_DIR/$fn/$CONFIG_NAME" ]] || die "no $CONFIG_NAME for function '$fn' in $SCRIPT_DIR"
+    if [[ "$PLATFORM" == kube && ! -f "$SCRIPT_DIR/$fn/$KUBE_OVERLAY" ]]; then
+        die "no $KUBE_OVERLAY for function '$fn' in $SCRIPT_DIR"
+    fi
 done
 if [[ -n "${WEIGHTS_URL:-}" && ${#FUNCTIONS[@]} -ne 1 ]]; then
     die "WEIGHTS_URL applies to one function; name it, or use WEIGHTS_URL_<NAME>"
@@ -102,8 +127,8 @@ ensure_project() {
         [[ "$p" == "$1" ]] && return 0
     done
     CREATED+=("$1")
-    if [[ "$DRY_RUN" == 1 ]] || ! "$NUCTL" get project "$1" --platform local >/dev/null 2>&1; then
-        run "$NUCTL" create project "$1" --platform local
+    if [[ "$DRY_RUN" == 1 ]] || ! "$NUCTL" get project "$1" "${PLATFORM_ARGS[@]}" >/dev/null 2>&1; then
+        run "$NUCTL" create project "$1" "${PLATFORM_ARGS[@]}"
     fi
 }
 
@@ -137,6 +162,23 @@ for fn in "${FUNCTIONS[@]}"; do
         sed "s|value: ${arg}=.*|value: ${arg}=${escaped}|" "$config" > "$TMP_DIR/$fn-$CONFIG_NAME"
         config="$TMP_DIR/$fn-$CONFIG_NAME"
     fi
+    if [[ "$PLATFORM" == kube ]]; then
+        # the overlay comes from the function's own folder (config may be a staged or patched copy)
+        merged="$TMP_DIR/$fn-kube.yaml"
+        if [[ "$DRY_RUN" == 1 ]]; then
+            printf 'python3 %q %q %q > %q\n' "$SCRIPT_DIR/../deploy/nuclio/kube_config.py" "$config" \
+                "$SCRIPT_DIR/$fn/$KUBE_OVERLAY" "$merged"
+        fi
+        python3 "$SCRIPT_DIR/../deploy/nuclio/kube_config.py" "$config" "$SCRIPT_DIR/$fn/$KUBE_OVERLAY" > "$merged"
+        echo "Deploying $fn ($CONFIG_NAME + $KUBE_OVERLAY) into Nuclio project $project, namespace $NAMESPACE..." >&2
+        registry_args=(--registry "$REGISTRY")
+        [[ -n "$RUN_REGISTRY" ]] && registry_args+=(--run-registry "$RUN_REGISTRY")
+        run "$NUCTL" deploy --project-name "$project" --path "$root" --file "$merged" "${PLATFORM_ARGS[@]}" \
+            "${registry_args[@]}" \
+            --env "CVAT_FUNCTIONS_REDIS_HOST=$REDIS_HOST" \
+            --env "CVAT_FUNCTIONS_REDIS_PORT=$REDIS_PORT"
+        continue
+    fi
     echo "Deploying $fn ($CONFIG_NAME) into Nuclio project $project..." >&2
     run "$NUCTL" deploy --project-name "$project" --path "$root" --file "$config" --platform local \
         --env "CVAT_FUNCTIONS_REDIS_HOST=$REDIS_HOST" \
@@ -144,4 +186,4 @@ for fn in "${FUNCTIONS[@]}"; do
         --platform-config "{\"attributes\": {\"network\": \"$NETWORK\"}}"
 done
 
-run "$NUCTL" get function --platform local
+run "$NUCTL" get function "${PLATFORM_ARGS[@]}"

@@ -123,3 +123,20 @@ def test_cli_writes_the_merged_config_and_refuses_a_foreign_overlay(tmp_path):
     assert "is for function 'pth-sam2', but" in err.getvalue()
     with redirect_stderr(io.StringIO()):
         assert kube_config.main([str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_deploy_sh_platform_kube_merges_the_overlay_and_pushes_to_the_registry(tmp_path):
+    """`deploy.sh --platform kube`: every function deployed from config + its kube overlay, no docker network."""
+    import subprocess
+
+    script = Path(__file__).resolve().parents[2] / "nuclio_functions" / "deploy.sh"
+    out = subprocess.run(["bash", str(script), "--platform", "kube", "--registry", "reg.example:5000", "--dry-run"],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    deploys = [ln for ln in out.splitlines() if ln.startswith("nuctl deploy")]
+    assert len(deploys) >= 7
+    assert all("--platform kube --namespace nuclio --registry reg.example:5000" in ln for ln in deploys)
+    assert all("-kube.yaml" in ln.split("--file ")[1].split()[0] for ln in deploys)
+    assert not any("--platform-config" in ln or "cvat_cvat" in ln for ln in deploys)
+    refused = subprocess.run(["bash", str(script), "--platform", "kube", "--dry-run"], capture_output=True,
+                             text=True, timeout=60)
+    assert refused.returncode == 2 and "--registry" in refused.stderr
