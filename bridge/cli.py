@@ -9,39 +9,37 @@ import sys
 import threading
 from typing import Any
 
-from pydantic import ValidationError
-
 from bridge import __version__
 from bridge.reports.cli import add_arguments as add_report_arguments
 from bridge.setup.cli import add_arguments as add_setup_arguments
 
 
-def _settings(args: argparse.Namespace):
-    from bridge.config import Settings
+def _settings(args: argparse.Namespace, *, needs_secret: bool = True):
+    """Settings, or ``StartupError`` (one line, printed by ``main``). Only commands that receive webhooks
+    need WEBHOOK_SECRET; ``bridge jobs`` and ``bridge report`` never do."""
+    import os
 
-    try:
-        return Settings()
-    except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"]) or "settings"
-            lines.append(f"  - {where}: {err['msg'].removeprefix('Value error, ')}")
-        print("bridge: configuration error:\n" + "\n".join(lines), file=sys.stderr)
-        raise SystemExit(2) from None
+    from bridge.app.startup import ignored_environment, load_settings
+
+    for warning in ignored_environment(os.environ):
+        print(f"bridge: warning: {warning}", file=sys.stderr)
+    return load_settings(needs_secret=needs_secret)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from bridge.app.factory import create_app
+    from bridge.app.startup import open_store
     from bridge.logs import setup_logging
 
     settings = _settings(args)
+    store = open_store(settings)  # a bad database URL is one line, before anything else is logged
     setup_logging(settings.log_level, settings.log_json)
     workers = args.workers if args.workers is not None else settings.workers
     host = args.host or settings.host
     _warn_bind(host, settings)
-    app = create_app(settings, workers=workers)
+    app = create_app(settings, store=store, workers=workers)
     # h11 (not httptools) because it bounds the request line + headers: httptools buffers any size.
     uvicorn.run(app, host=host, port=args.port or settings.port, http="h11",
                 h11_max_incomplete_event_size=settings.max_header_bytes,
@@ -62,13 +60,14 @@ def _warn_bind(host: str, settings: Any) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from bridge.app.startup import open_store
     from bridge.logs import setup_logging
     from bridge.runtime import build
 
     settings = _settings(args)
     setup_logging(settings.log_level, settings.log_json)
     settings.warn_unsafe()
-    bridge = build(settings)
+    bridge = build(settings, store=open_store(settings))
     count = args.workers if args.workers is not None else max(1, settings.store.workers)
     pool = bridge.worker_pool(count)
     stop = threading.Event()
@@ -89,10 +88,11 @@ def _print_job(job: Any) -> None:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    from bridge.jobs.store import JobFilter, JobStore
+    from bridge.app.startup import open_store
+    from bridge.jobs.store import JobFilter
 
-    settings = _settings(args)
-    store = JobStore(settings.resolved_database_url)
+    settings = _settings(args, needs_secret=False)
+    store = open_store(settings)
     if args.action == "list":
         rows, total = store.list(JobFilter(status=args.status, pipeline=args.pipeline, task_id=args.task_id,
                                            cvat_job_id=args.job_id), limit=args.limit)
@@ -120,8 +120,8 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Configuration and connectivity report in plain words; non-zero exit when something is wrong."""
+    from bridge.app.startup import StartupError, open_store
     from bridge.errors import BridgeError
-    from bridge.jobs.store import JobStore
     from bridge.runtime import Runtime
 
     settings = _settings(args)
@@ -131,10 +131,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     print("  signature ..... " + ("WEBHOOK_SECRET set" if settings.secret_bytes()
                                    else "UNSIGNED webhooks accepted (BRIDGE_ALLOW_UNSIGNED=true)"))
     try:
-        store = JobStore(settings.resolved_database_url)
-        store.ping()
+        store = open_store(settings)
         print(f"  database ...... ok ({store.dialect})")
-    except Exception as exc:  # noqa: BLE001 - reported to the operator
+    except StartupError as exc:
         ok = False
         print(f"  database ...... FAILED: {exc}")
         store = None
@@ -155,15 +154,21 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_setup(args: argparse.Namespace) -> int:
+    from bridge.app.startup import require_cvat_credentials
     from bridge.setup.cli import run_setup
 
-    return run_setup(_settings(args), args)
+    settings = _settings(args)
+    require_cvat_credentials(settings)
+    return run_setup(settings, args)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from bridge.app.startup import require_cvat_credentials
     from bridge.reports.cli import run_report
 
-    return run_report(_settings(args), args)
+    settings = _settings(args, needs_secret=False)
+    require_cvat_credentials(settings)
+    return run_report(settings, args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -209,8 +214,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bridge.app.startup import EXIT_STARTUP, StartupError
+
     args = build_parser().parse_args(argv)
-    return int(args.fn(args) or 0)
+    try:
+        return int(args.fn(args) or 0)
+    except StartupError as exc:  # configuration or connectivity at start: one line, no traceback
+        print(f"bridge: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
 
 
 if __name__ == "__main__":

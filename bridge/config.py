@@ -117,7 +117,10 @@ class Settings(BaseSettings):
     """Every knob of the bridge. Environment names are given per field (reference names accepted)."""
 
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True,
+        # Names as documented (WEBHOOK_SECRET, BRIDGE_DATABASE_URL): case-insensitive matching would let
+        # generic variables of other programs (DATABASE_URL, HOST, PORT) switch the bridge's settings.
+        case_sensitive=True,
     )
 
     # --- CVAT -------------------------------------------------------------------------------
@@ -131,6 +134,8 @@ class Settings(BaseSettings):
     cvat_pwd: SecretStr | None = Field(None, validation_alias=_env("CVAT_PWD", "cvat_pwd"))
     cvat_org: str | None = Field(None, validation_alias=_env("CVAT_ORG", "cvat_org"))
     cvat_timeout: float = Field(60.0, gt=0, validation_alias=_env("CVAT_TIMEOUT", "cvat_timeout"))
+    cvat_ui_url: str | None = Field(None, validation_alias=_env("BRIDGE_CVAT_UI_URL", "cvat_ui_url"))
+    """Where people open CVAT in a browser (the console's links); default CVAT_URL."""
 
     # --- webhooks and API ---------------------------------------------------------------------
     webhook_secret: SecretStr | None = Field(None, validation_alias=_env("WEBHOOK_SECRET", "webhook_secret"))
@@ -158,7 +163,7 @@ class Settings(BaseSettings):
     # --- job store and workers ----------------------------------------------------------------
     data_dir: Path = Field(Path("data"), validation_alias=_env("BRIDGE_DATA_DIR", "data_dir"))
     database_url: str | None = Field(
-        None, validation_alias=_env("BRIDGE_DATABASE_URL", "DATABASE_URL", "database_url")
+        None, validation_alias=_env("BRIDGE_DATABASE_URL", "database_url")
     )
     workers: int = Field(2, ge=0, le=256, validation_alias=_env("BRIDGE_WORKERS", "workers"))
     lease_seconds: float = Field(60.0, gt=1, validation_alias=_env("BRIDGE_LEASE_SECONDS", "lease_seconds"))

@@ -19,6 +19,8 @@ fi
 
 # shellcheck source=scripts/ensure-postgres.sh
 source scripts/ensure-postgres.sh
+# shellcheck source=scripts/ensure-chromium.sh
+source scripts/ensure-chromium.sh
 
 export YOLO_OFFLINE=1
 exec .venv/bin/python -m pytest -q "$@"
