@@ -87,6 +87,78 @@ def _print_job(job: Any) -> None:
     print(json.dumps(job_out(job).model_dump(mode="json"), indent=2))
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run a pipeline on a CVAT job or task without a webhook: queued for the workers (visible in
+    /jobs and the console), ``--wait`` for its outcome, or ``--inline`` right here (not stored)."""
+    import time
+    import uuid
+
+    from pydantic import ValidationError
+
+    from bridge.app.startup import open_store
+    from bridge.events import Trigger
+    from bridge.pipelines.registry import Registry, flight_key
+
+    settings = _settings(args, needs_secret=False)
+    registry = Registry(settings.extra_pipelines)
+    spec = registry.spec(args.pipeline)
+    bad = [item for item in args.param if "=" not in item]
+    if bad:
+        raise SystemExit(f"bridge run: --param needs KEY=VALUE, got {bad[0]!r}")
+    try:
+        params = spec.parse(dict(item.split("=", 1) for item in args.param))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise SystemExit(f"bridge run: {'.'.join(map(str, first['loc'])) or 'params'}: {first['msg']}") from None
+    kind = spec.trigger_for(params)
+    store = open_store(settings)
+    from bridge.runtime import Runtime
+
+    runtime = Runtime(settings, store, registry=registry)
+    try:
+        if kind.startswith("job"):
+            if args.job is None:
+                raise SystemExit(f"bridge run: {spec.name} acts on a job: give --job ID")
+            job = runtime.cvat.get_job(args.job)
+            trigger = Trigger(kind=kind, resource="job", resource_id=job.id, project_id=job.project_id,
+                              task_id=job.task_id, job_id=job.id, event="bridge run")
+        else:
+            if args.task is None:
+                raise SystemExit(f"bridge run: {spec.name} acts on a task: give --task ID")
+            task = runtime.cvat.get_task(args.task)
+            trigger = Trigger(kind=kind, resource="task", resource_id=task.id, project_id=task.project_id,
+                              task_id=task.id, event="bridge run")
+        params_dict = params.model_dump(mode="json", exclude_none=True)
+        if args.inline:
+            import threading
+
+            from bridge.jobs.models import Job
+            from bridge.pipelines.base import MemoryProgress
+
+            # an id above every stored one: the run replaces what earlier runs on this resource wrote
+            row = Job(id=2**31 - 1, pipeline=spec.name, params=params_dict, trigger=trigger.to_dict(), objects=[],
+                      notes={}, attempts=1)
+            progress = MemoryProgress()
+            summary = runtime.run_job(row, progress, threading.Event())
+            print(summary)
+            for frame, reason in sorted(progress.errors.items()):
+                print(f"  frame {frame}: {reason}")
+            return 0
+        res = store.enqueue(pipeline=spec.name, params=params_dict, trigger=trigger.to_dict(),
+                            dedupe_key=f"run:{uuid.uuid4().hex}",
+                            flight_key=flight_key(spec.name, trigger.resource, trigger.resource_id),
+                            max_attempts=settings.store.max_attempts)
+        print(f"job {res.job_id} queued ({spec.name} on {trigger.resource} {trigger.resource_id})")
+        if not args.wait:
+            return 0
+        while (row := store.get(res.job_id)) is not None and row.status not in ("succeeded", "failed", "cancelled"):
+            time.sleep(1.0)
+        print(f"job {res.job_id} {row.status}: {row.summary or row.error or ''}" if row else "job vanished")
+        return 0 if row is not None and row.status == "succeeded" else 1
+    finally:
+        runtime.close()
+
+
 def cmd_jobs(args: argparse.Namespace) -> int:
     from bridge.app.startup import open_store
     from bridge.jobs.store import JobFilter
@@ -206,6 +278,17 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("setup", help="create/verify pipeline projects and webhooks in CVAT")
     add_setup_arguments(st)
     st.set_defaults(fn=cmd_setup)
+
+    r = sub.add_parser("run", help="run a pipeline on a CVAT job or task without a webhook")
+    r.add_argument("pipeline", help="pipeline name (detect, propagate, sam2_refine, crop_quadrat, ...)")
+    r.add_argument("--job", type=int, help="CVAT job id (pipelines that act on jobs)")
+    r.add_argument("--task", type=int, help="CVAT task id (pipelines that act on tasks)")
+    r.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="a route parameter, e.g. --param model_name=pth-yolo-coralsegv4 (repeatable)")
+    how = r.add_mutually_exclusive_group()
+    how.add_argument("--wait", action="store_true", help="queue it and wait for its outcome (needs running workers)")
+    how.add_argument("--inline", action="store_true", help="run it in this process now (not stored in /jobs)")
+    r.set_defaults(fn=cmd_run)
 
     rp = sub.add_parser("report", help="coral cover report of a task or project (tables, CoralNet points, plot)")
     add_report_arguments(rp)

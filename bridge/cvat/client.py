@@ -27,7 +27,14 @@ from cvat_sdk.core.uploading import DataUploader
 
 from bridge.config import CvatSettings, Settings
 from bridge.cvat.connection import check_url, make_sdk_client, map_errors
-from bridge.cvat.shapes import shape_from_request_json, shape_to_json, tag_from_json, tag_to_json
+from bridge.cvat.shapes import (
+    shape_from_request_json,
+    shape_to_json,
+    tag_from_json,
+    tag_to_json,
+    track_from_json,
+    track_to_json,
+)
 from bridge.cvat.types import (
     Annotations,
     AttributeSpec,
@@ -38,6 +45,7 @@ from bridge.cvat.types import (
     Shape,
     Tag,
     TaskInfo,
+    Track,
 )
 from bridge.errors import BridgeError, ConfigError, CvatRejected, CvatUnavailable, NotFound, PermanentError
 
@@ -536,6 +544,51 @@ class CvatClient:
                 )
             (shape_ids if kind == "shapes" else tag_ids).extend(int(o["id"]) for o in created)
         return shape_ids + tag_ids
+
+    def get_tracks(self, job_id: int) -> list[Track]:
+        """The tracks of ``job_id``."""
+        raw = self._raw_annotations(job_id=job_id, task_id=None)
+        return [track_from_json(t) for t in raw.get("tracks") or []]
+
+    def create_tracks(self, job_id: int, tracks: Sequence[Track], *, batch_size: int = 1000) -> list[int]:
+        """Add tracks to ``job_id`` (``PATCH ?action=create``), at most ``batch_size`` keyframes a request."""
+        api = self._sdk().api_client
+        ids: list[int] = []
+        batch: list[Track] = []
+        weight = 0
+
+        def send(items: list[Track]) -> None:
+            data = self._send(f"writing {len(items)} tracks to job {job_id}",
+                              api.jobs_api.partial_update_annotations_endpoint, {"id": job_id},
+                              {"shapes": [], "tags": [], "tracks": [track_to_json(t) for t in items]},
+                              query=[("action", "create")]) or {}
+            created = data.get("tracks") or []
+            if len(created) != len(items):
+                raise CvatRejected(f"writing tracks to job {job_id}: CVAT echoed {len(created)} of {len(items)}")
+            ids.extend(int(t["id"]) for t in created)
+
+        for track in tracks:
+            cost = max(1, len(track.shapes))
+            if batch and weight + cost > batch_size:
+                send(batch)
+                batch, weight = [], 0
+            batch.append(track)
+            weight += cost
+        if batch:
+            send(batch)
+        return ids
+
+    def delete_tracks(self, job_id: int, track_ids: Sequence[int]) -> None:
+        """Delete exactly these tracks of ``job_id``; ids already gone are skipped."""
+        wanted = {int(i) for i in track_ids}
+        if not wanted:
+            return
+        raw = self._raw_annotations(job_id=job_id, task_id=None)
+        doomed = [t for t in raw.get("tracks") or [] if t.get("id") in wanted]
+        if doomed:
+            self._send(f"deleting {len(doomed)} tracks of job {job_id}",
+                       self._sdk().api_client.jobs_api.partial_update_annotations_endpoint, {"id": job_id},
+                       {"shapes": [], "tags": [], "tracks": doomed}, query=[("action", "delete")])
 
     def delete_shapes(self, job_id: int, shape_ids: Sequence[int]) -> None:
         """Delete exactly these shapes of ``job_id`` (``PATCH ?action=delete``); unknown ids are logged."""

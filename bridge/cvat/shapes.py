@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from cvat_sdk.masks import encode_mask
 
-from bridge.cvat.types import AttributeSpec, LabelSpec, Shape, Tag
+from bridge.cvat.types import AttributeSpec, LabelSpec, Shape, Tag, Track
 from bridge.errors import FunctionFailed
 from bridge.geometry.polygons import polygon_area, simplify_polygon
 
@@ -466,6 +466,39 @@ def shape_from_request_json(d: dict[str, Any]) -> Shape:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"not a CVAT shape: {exc!r} in {str(d)[:120]}") from exc
+
+
+def track_to_json(t: Track) -> dict[str, Any]:
+    """A ``Track`` as CVAT's ``LabeledTrackRequest`` JSON."""
+    data: dict[str, Any] = {
+        "label_id": t.label_id,
+        "frame": t.frame,
+        "source": t.source,
+        "group": t.group,
+        "attributes": [{"spec_id": k, "value": v} for k, v in t.attributes.items()],
+        "shapes": [{"type": s.type, "frame": s.frame, "points": [float(p) for p in s.points],
+                    "outside": s.outside, "occluded": s.occluded, "z_order": s.z_order, "rotation": s.rotation,
+                    "attributes": [{"spec_id": k, "value": v} for k, v in s.attributes.items()]}
+                   for s in t.shapes],
+        "elements": [],
+    }
+    if t.id is not None:
+        data["id"] = t.id
+    return data
+
+
+def track_from_json(d: dict[str, Any]) -> Track:
+    label = int(d["label_id"])
+    return Track(
+        label_id=label, frame=int(d.get("frame", 0)), source=str(d.get("source") or "manual"),
+        group=int(d.get("group") or 0), id=None if d.get("id") is None else int(d["id"]),
+        attributes={int(a["spec_id"]): str(a["value"]) for a in d.get("attributes") or []},
+        shapes=[Shape(type=str(s["type"]), label_id=label, frame=int(s["frame"]),
+                      points=[float(p) for p in s.get("points") or []], outside=bool(s.get("outside", False)),
+                      occluded=bool(s.get("occluded", False)), z_order=int(s.get("z_order") or 0),
+                      rotation=float(s.get("rotation") or 0.0))
+                for s in d.get("shapes") or []],
+    )
 
 
 def tag_to_json(t: Tag) -> dict[str, Any]:

@@ -108,6 +108,20 @@ class Tag:
 
 
 @dataclass
+class Track:
+    """A CVAT track: one object over frames. ``shapes`` are its keyframes (``Shape`` with ``frame``,
+    ``type``, ``points``, ``outside``; their ``label_id`` is the track's)."""
+
+    label_id: int
+    frame: int
+    shapes: list[Shape] = field(default_factory=list)
+    source: str = "semi-auto"
+    attributes: dict[int, str] = field(default_factory=dict)
+    group: int = 0
+    id: int | None = None
+
+
+@dataclass
 class Annotations:
     shapes: list[Shape] = field(default_factory=list)
     tags: list[Tag] = field(default_factory=list)

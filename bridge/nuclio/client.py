@@ -658,6 +658,36 @@ class NuclioClient:
         scale = fitted.scale
         return [scaling.scale_sam_result(r, scale) for r in results]
 
+    def track(self, function: str, image: bytes, *, shapes: Sequence[dict | None] | None = None,
+              states: Sequence[Any] | None = None, deadline: float | None = None) -> tuple[list, list]:
+        """Tracker call (CVAT's protocol: ``shapes`` to start, ``states`` to continue, index-aligned) →
+        ``(shapes, states)`` at the original resolution; a shape is ``None`` when the object is lost.
+
+        Start shapes are ``{"type": "rectangle"|"polygon", "points"}`` in image coordinates. The states
+        are the function's own (opaque, small); the bridge keeps them between frames as CVAT's UI does.
+        """
+        n = len(shapes if shapes is not None else states or [])
+        if not n:
+            raise ValueError("track needs shapes (to start) or states (to continue)")
+
+        def build(img: str, _mask: str | None, scale: Scale) -> dict:
+            payload: dict[str, Any] = {"image": img}
+            if shapes is not None:
+                payload["shapes"] = [None if s is None else {**s, "points": scale.down_flat(s["points"])}
+                                     for s in shapes]
+            payload["states"] = list(states) if states is not None else []
+            return payload
+
+        result, fitted = self._invoke_image(function, image, build, deadline=deadline)
+        out_shapes = result.get("shapes") if isinstance(result, dict) else None
+        out_states = result.get("states") if isinstance(result, dict) else None
+        if not isinstance(out_shapes, list) or not isinstance(out_states, list) or \
+                len(out_shapes) != n or len(out_states) != n:
+            raise FunctionFailed(f"tracker '{function}' must answer {{\"shapes\": [...], \"states\": [...]}} "
+                                 f"with {n} entries each, got: {json.dumps(result)[:_EXCERPT]}")
+        scale = fitted.scale
+        return [None if s is None else scaling.scale_shape(s, scale) for s in out_shapes], out_states
+
     def inpaint(self, function: str, image: bytes, mask_png: bytes, *, deadline: float | None = None) -> bytes:
         """LaMa: fill the mask's nonzero pixels; PNG bytes at the original resolution.
 

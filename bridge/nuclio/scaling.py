@@ -70,6 +70,10 @@ class Scale:
             raise FunctionFailed(f"points list has an odd length ({len(flat)}): {list(flat)[:8]}...")
         return [self.up_x(v) if i % 2 == 0 else self.up_y(v) for i, v in enumerate(flat)]
 
+    def down_flat(self, flat: Sequence[float], ndigits: int = 2) -> list[float]:
+        """Flat ``[x, y, x, y, ...]`` image coordinates in the sent image's."""
+        return [c for i in range(0, len(flat) - 1, 2) for c in self.down_point(flat[i:i + 2], ndigits)]
+
     def down_point(self, point: Sequence[float], ndigits: int = 2) -> list[float]:
         """Scale one ``[x, y]`` prompt point down to the sent image (unchanged when not scaled)."""
         x, y = point

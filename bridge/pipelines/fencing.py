@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from bridge.cvat.client import CvatClient
 
 WRITES = frozenset({"create_shapes", "delete_shapes", "create_task", "set_job_state", "create_issue",
-                    "delete_task"})
+                    "delete_task", "create_tracks", "delete_tracks"})
 
 
 class FencedCvat:

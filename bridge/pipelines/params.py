@@ -87,3 +87,28 @@ class CoverReportParams(_Params):
     seed: int = Field(0, ge=0, le=MAX_ID, description="seed of the point positions (same seed, same points)")
     format: Literal["csv", "parquet"] = Field("csv", description="table format (parquet needs pyarrow)")
     plot: bool = Field(True, description="also write cover.png, a stacked bar chart per quadrat")
+
+
+class PropagateParams(_Params):
+    """`/webhooks/propagate`: shapes drawn on key frames become tracks over the following frames."""
+
+    function: FunctionName = Field("pth-sam2-tracker", description="tracker function (CVAT's tracker protocol)")
+    labels: str | None = Field(None, max_length=2000, description="comma-separated label names (default: all)")
+    frames: int | None = Field(None, ge=1, le=100000,
+                               description="frames to follow a shape after its key frame (default: to the job's end)")
+    lost_after: int = Field(3, ge=1, le=1000, description="end a track after this many frames with the object lost")
+    keep_prompts: bool = Field(False, description="keep the drawn shapes (default: they become the tracks' "
+                                                  "first keyframes)")
+    on: Literal["in_progress", "completed"] = Field("completed", description="job state that triggers it")
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        names = [n.strip() for n in v.split(",") if n.strip()]
+        return ",".join(names) or None
+
+    @property
+    def label_names(self) -> list[str] | None:
+        return self.labels.split(",") if self.labels else None
