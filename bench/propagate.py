@@ -9,7 +9,8 @@ Both sides run in one process against the same CVAT test double (CVAT 2.73's cos
   (``GET /api/tasks/{id}/data?type=frame&quality=original``), call the tracker with the objects'
   states, keep the answers; the shapes would then be saved by the UI;
 - **pipeline** — ``bridge.pipelines.propagate.propagate_job``: frames streamed by original chunk
-  (prefetched), one tracker call per frame for every object, the tracks written in batches at the end.
+  (prefetched), one tracker call per frame for every object, the tracks written in batches at the end
+  (`lost_after` high: both sides call the tracker on every frame, lost objects included).
 
 Default tracker: the E2E blob tracker (``tests/e2e/functions/blob_tracker``, ~1 ms a call), so the rows
 show the bridge's and CVAT's share. ``--sam2``: the real SAM 2 tracker (random hiera-tiny, encoder at
@@ -32,6 +33,8 @@ import numpy as np
 import psutil
 
 REPO = Path(__file__).resolve().parents[1]
+# bench/sam2.py would shadow the sam2 package the tracker imports: drop this script's folder from the path
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(REPO))
 
 from bench.detect import COSTS, describe  # noqa: E402
@@ -90,7 +93,7 @@ def pipeline(cvat: CvatClient, nuclio: NuclioClient, settings: Settings, job_id:
     cvat.create_shapes(job_id, [Shape(type="rectangle", label_id=fish, frame=0, points=b, source="manual")
                                 for b in boxes(objects)], [])
     ctx = StepContext(trigger=Trigger(kind="job_completed", resource="job", resource_id=job_id, job_id=job_id,
-                                      task_id=task_id), params=PropagateParams(function=function),
+                                      task_id=task_id), params=PropagateParams(function=function, lost_after=1000),
                       settings=settings.pipelines, cvat=cvat, nuclio=nuclio, progress=MemoryProgress(), job_id=None)
     rss = psutil.Process().memory_info().rss
     started = time.perf_counter()
