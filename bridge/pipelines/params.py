@@ -55,14 +55,10 @@ class QuadratParams(_Params):
     conv_mask_to_poly: bool = Field(False, description="with then_detect: masks with points become polygons")
 
 
-class Sam2RefineParams(_Params):
-    """`/sam2-refine-webhook`: rectangles and points of the selected labels become SAM 2 masks/polygons."""
+class _LabelsParams(_Params):
+    """Parameters with ``labels``: comma-separated label names (default: all)."""
 
-    function: FunctionName | None = Field(None, description="SAM 2 function (default BRIDGE_SAM2_FUNCTION)")
     labels: str | None = Field(None, max_length=2000, description="comma-separated label names (default: all)")
-    conv_mask_to_poly: bool = Field(True, description="write polygons (true) or masks (false)")
-    keep_prompts: bool = Field(False, description="keep the prompt rectangles/points instead of deleting them")
-    on: Literal["in_progress", "completed"] = Field("in_progress", description="job state that triggers it")
 
     @field_validator("labels")
     @classmethod
@@ -75,6 +71,15 @@ class Sam2RefineParams(_Params):
     @property
     def label_names(self) -> list[str] | None:
         return self.labels.split(",") if self.labels else None
+
+
+class Sam2RefineParams(_LabelsParams):
+    """`/sam2-refine-webhook`: rectangles and points of the selected labels become SAM 2 masks/polygons."""
+
+    function: FunctionName | None = Field(None, description="SAM 2 function (default BRIDGE_SAM2_FUNCTION)")
+    conv_mask_to_poly: bool = Field(True, description="write polygons (true) or masks (false)")
+    keep_prompts: bool = Field(False, description="keep the prompt rectangles/points instead of deleting them")
+    on: Literal["in_progress", "completed"] = Field("in_progress", description="job state that triggers it")
 
 
 class CoverReportParams(_Params):
@@ -89,26 +94,13 @@ class CoverReportParams(_Params):
     plot: bool = Field(True, description="also write cover.png, a stacked bar chart per quadrat")
 
 
-class PropagateParams(_Params):
+class PropagateParams(_LabelsParams):
     """`/webhooks/propagate`: shapes drawn on key frames become tracks over the following frames."""
 
     function: FunctionName = Field("pth-sam2-tracker", description="tracker function (CVAT's tracker protocol)")
-    labels: str | None = Field(None, max_length=2000, description="comma-separated label names (default: all)")
     frames: int | None = Field(None, ge=1, le=100000,
                                description="frames to follow a shape after its key frame (default: to the job's end)")
     lost_after: int = Field(3, ge=1, le=1000, description="end a track after this many frames with the object lost")
     keep_prompts: bool = Field(False, description="keep the drawn shapes (default: they become the tracks' "
                                                   "first keyframes)")
     on: Literal["in_progress", "completed"] = Field("completed", description="job state that triggers it")
-
-    @field_validator("labels")
-    @classmethod
-    def _labels(cls, v: str | None) -> str | None:
-        if v is None:
-            return None
-        names = [n.strip() for n in v.split(",") if n.strip()]
-        return ",".join(names) or None
-
-    @property
-    def label_names(self) -> list[str] | None:
-        return self.labels.split(",") if self.labels else None

@@ -35,6 +35,16 @@ def stack(tmp_path):
         yield s
 
 
+def _scene(stack) -> tuple:
+    """A project with the detect webhook and one 3-frame job; (the CVAT double, the job id)."""
+    cvat = stack.cvat
+    project = cvat.create_project("reef", LABELS)
+    stack.hook(project, "/detect-model-webhook", ["update:job"], model_name="frame-detector")
+    task = cvat.create_task(project, "quadrats", _images(), segment_size=3)
+    (job_id,) = cvat.job_ids(task)
+    return cvat, job_id
+
+
 def _detect(stack, job_id: int, runs: int) -> list[dict]:
     stack.cvat.set_job_state(job_id, "new")
     stack.cvat.set_job_state(job_id, "in progress")
@@ -43,11 +53,7 @@ def _detect(stack, job_id: int, runs: int) -> list[dict]:
 
 @pytest.mark.parametrize("fault", ["504", "timeout", "reset"])
 def test_a_lost_write_answer_never_duplicates_or_drops_shapes(stack, fault):
-    cvat = stack.cvat
-    project = cvat.create_project("reef", LABELS)
-    stack.hook(project, "/detect-model-webhook", ["update:job"], model_name="frame-detector")
-    task = cvat.create_task(project, "quadrats", _images(), segment_size=3)
-    (job_id,) = cvat.job_ids(task)
+    cvat, job_id = _scene(stack)
 
     # reference: a fault-free run
     (first,) = _detect(stack, job_id, 1)
@@ -70,11 +76,7 @@ def test_a_lost_write_answer_never_duplicates_or_drops_shapes(stack, fault):
 
 def test_lost_answers_to_deletes_and_writes_in_one_run(stack):
     """The re-run's delete of the old shapes and two writes all lose their answers."""
-    cvat = stack.cvat
-    project = cvat.create_project("reef", LABELS)
-    stack.hook(project, "/detect-model-webhook", ["update:job"], model_name="frame-detector")
-    task = cvat.create_task(project, "quadrats", _images(), segment_size=3)
-    (job_id,) = cvat.job_ids(task)
+    cvat, job_id = _scene(stack)
     _detect(stack, job_id, 1)
     expected = Counter(map(_key, cvat.shapes(job_id=job_id)))
 
@@ -89,11 +91,7 @@ def test_lost_answers_to_deletes_and_writes_in_one_run(stack):
 def test_a_cvat_outage_keeps_the_job_waiting_then_it_finishes(stack):
     """Case 5: CVAT unreachable far longer than 5 attempts take: the job waits (visible, with its next
     attempt time) instead of failing for good, and finishes once CVAT is back."""
-    cvat = stack.cvat
-    project = cvat.create_project("reef", LABELS)
-    stack.hook(project, "/detect-model-webhook", ["update:job"], model_name="frame-detector")
-    task = cvat.create_task(project, "quadrats", _images(), segment_size=3)
-    (job_id,) = cvat.job_ids(task)
+    cvat, job_id = _scene(stack)
     stack.proxy.outage()
     try:
         cvat.set_job_state(job_id, "in progress")  # the webhook reaches the bridge; CVAT does not answer it
@@ -115,11 +113,7 @@ def test_a_cvat_outage_keeps_the_job_waiting_then_it_finishes(stack):
 
 def test_a_retry_the_user_asks_for_runs_again(stack):
     """Case 9: retrying a succeeded detect job re-detects (it used to re-run nothing: checkpoint kept)."""
-    cvat = stack.cvat
-    project = cvat.create_project("reef", LABELS)
-    stack.hook(project, "/detect-model-webhook", ["update:job"], model_name="frame-detector")
-    task = cvat.create_task(project, "quadrats", _images(), segment_size=3)
-    (job_id,) = cvat.job_ids(task)
+    cvat, job_id = _scene(stack)
     (first,) = _detect(stack, job_id, 1)
     before = cvat.shapes(job_id=job_id)
     resp = stack.http.post(f"{stack.bridge_url}/jobs/{first['id']}/retry")
