@@ -51,6 +51,7 @@ class Runtime:
         self._cvat = cvat
         self._nuclio = nuclio
         self._lock = threading.Lock()
+        self._reported: set[tuple[int, int]] = set()
 
     @property
     def cvat(self) -> CvatClient:
@@ -155,11 +156,19 @@ class Runtime:
         return result.summary
 
     # --- reporting ------------------------------------------------------------------------------
+    def before_fail(self, job: Job, error: str) -> None:
+        """A permanent failure is reported in CVAT before the job is marked failed (``Worker.before_fail``)."""
+        self._reported.add((job.id, job.lease_token))
+        if self.settings.report_issues:
+            self.report(Trigger.from_dict(job.trigger), f"cvat-bridge {job.pipeline} (job #{job.id}) failed: {error}")
+
     def on_finish(self, job: Job, outcome: str, seconds: float, error: str | None) -> None:
         if self.metrics is not None:
             self.metrics.jobs_finished.labels(job.pipeline, outcome).inc()
             self.metrics.job_seconds.labels(job.pipeline, outcome).observe(seconds)
-        if outcome == "failed" and error and self.settings.report_issues:
+        reported = (job.id, job.lease_token) in self._reported
+        self._reported.discard((job.id, job.lease_token))
+        if outcome == "failed" and error and not reported and self.settings.report_issues:
             self.report(Trigger.from_dict(job.trigger), f"cvat-bridge {job.pipeline} (job #{job.id}) failed: {error}")
 
     def report(self, trigger: Trigger, message: str, frame: int | None = None) -> None:
@@ -201,7 +210,7 @@ class Bridge:
         return Worker(self.store, self.runtime.run_job, lease_seconds=cfg.lease_seconds,
                       poll_seconds=cfg.poll_seconds, retry_base=cfg.retry_base_seconds,
                       retry_cap=cfg.retry_max_seconds, retry_window=cfg.retry_window_seconds,
-                      on_finish=self.runtime.on_finish)
+                      on_finish=self.runtime.on_finish, before_fail=self.runtime.before_fail)
 
     def worker_pool(self, count: int) -> WorkerPool:
         return WorkerPool(self.worker, count)

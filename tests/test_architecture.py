@@ -27,7 +27,7 @@ ALLOWED: dict[str, set[str]] = {
     "setup": {"errors", "config", "labels", "cvat", "pipelines"},
     "runtime": {"errors", "config", "events", "jobs", "metrics", "cvat", "nuclio", "pipelines"},
     "app": {"errors", "config", "logs", "events", "geometry", "jobs", "metrics", "pipelines", "runtime"},
-    "cli": {"errors", "config", "logs", "jobs", "runtime", "app", "setup", "reports"},
+    "cli": {"errors", "config", "logs", "events", "jobs", "pipelines", "runtime", "app", "setup", "reports"},
 }
 # third-party packages that belong to one room (or a few) only
 OWNED = {"fastapi": {"app"}, "starlette": {"app"}, "uvicorn": {"cli"}, "cvat_sdk": {"cvat"},

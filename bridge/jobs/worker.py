@@ -109,6 +109,8 @@ class JobRunner(Protocol):
 
 FinishHook = Callable[[Job, str, float, str | None], None]
 """Called once per finished attempt: (job, outcome status, seconds, error or None)."""
+FailHook = Callable[[Job, str], None]
+"""Called with (job, reason) right before a job is marked failed for a permanent error."""
 
 
 def make_worker_id() -> str:
@@ -121,7 +123,7 @@ class Worker:
     def __init__(self, store: JobStore, runner: JobRunner, *, lease_seconds: float = 60.0,
                  poll_seconds: float = 0.5, retry_base: float = 2.0, retry_cap: float = 300.0,
                  retry_window: float = 4 * 86400.0, worker_id: str | None = None,
-                 on_finish: FinishHook | None = None):
+                 on_finish: FinishHook | None = None, before_fail: FailHook | None = None):
         self.store = store
         self.runner = runner
         self.lease_seconds = lease_seconds
@@ -131,6 +133,7 @@ class Worker:
         self.retry_window = retry_window
         self.worker_id = worker_id or make_worker_id()
         self.on_finish = on_finish
+        self.before_fail = before_fail
 
     def run_once(self) -> bool:
         """Claim and process one job; False when nothing was runnable."""
@@ -192,6 +195,11 @@ class Worker:
         except BridgeError as exc:
             progress.flush(force=True)
             error = str(exc)
+            if self.before_fail is not None:  # e.g. the CVAT issue: there when the job shows failed
+                try:
+                    self.before_fail(job, error)
+                except Exception:  # noqa: BLE001 - reporting must not keep the job from failing
+                    log.exception("job %s: failure report failed", job.id)
             self.store.fail(job.id, self.worker_id, error, token=lease)
             log.error("job %s: failed: %s", job.id, error)
         except Exception as exc:  # noqa: BLE001 - unexpected: log with traceback, retry (bounded)
