@@ -14,12 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import resource
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, os.environ.get("BENCH_BRIDGE_ROOT") or str(Path(__file__).resolve().parents[1]))
 
 from bridge.config import Settings  # noqa: E402
 from bridge.cvat.client import CvatClient  # noqa: E402
@@ -41,6 +42,12 @@ def status_mb(field: str) -> float:
 def maxrss_mb() -> float:
     """``ru_maxrss`` (KB on Linux) in MB; includes the parent's peak, see the module docstring."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cpu_seconds() -> float:
+    """User + system CPU of this process, every thread."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -67,11 +74,11 @@ def main() -> None:
                           params=DetectParams(model_name=args.function), settings=settings, cvat=cvat,
                           nuclio=nuclio, progress=MemoryProgress())
         baseline, baseline_peak = status_mb("VmRSS"), status_mb("VmHWM")
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), cpu_seconds()
         result = run_detect(ctx, args.job, args.function)
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
     print(json.dumps({"baseline_rss_mb": baseline, "baseline_peak_mb": baseline_peak,
-                      "peak_rss_mb": status_mb("VmHWM"), "ru_maxrss_mb": maxrss_mb(), "seconds": seconds,
+                      "peak_rss_mb": status_mb("VmHWM"), "ru_maxrss_mb": maxrss_mb(), "seconds": seconds, "cpu_s": cpu,
                       "frames": result.frames_total, "failed": result.frames_failed,
                       "shapes": result.shapes_written, "summary": result.summary}))
 

@@ -1,6 +1,9 @@
 """Webhook ingest benchmark: ack latency p50/p99 for a 200 req/s burst of 10 s on loopback, lost events.
 
 One command: ``python bench/ingest.py`` (options: --rate, --seconds, --backends sqlite,postgresql).
+``python bench/ingest.py --sustained``: closed-loop durable acks/s with ``bridge serve`` as the README
+starts it (workers on), 200 req/s with 100k jobs queued, ``GET /jobs`` and claim latency at 0/10k/100k
+queued (``bench/ingest_sustained.py``).
 Starts the real ``bridge serve`` (API only, so the ack path is measured) in a subprocess per job-store
 backend and sends real, signed CVAT 2.73 bodies open-loop at a fixed rate over 64 keep-alive connections
 (latency counted from each request's due time): a mix of triggering
@@ -169,7 +172,17 @@ def main() -> None:
     ap.add_argument("--backends", default="sqlite,postgresql")
     ap.add_argument("--postgres-url", default=os.environ.get("BRIDGE_TEST_POSTGRES_URL",
                                                              "postgresql://postgres@127.0.0.1:5432/postgres"))
+    ap.add_argument("--sustained", action="store_true", help="the sustained-load phases (see the docstring)")
+    ap.add_argument("--phases", default="closed,backlog,claim", help="--sustained: which phases")
+    ap.add_argument("--conns", type=int, default=32, help="--sustained: closed-loop connections")
+    ap.add_argument("--backlog", type=int, default=100_000, help="--sustained: jobs queued before the run")
+    ap.add_argument("--bridge-root", default=str(REPO), help="--sustained: the bridge checkout under test")
     args = ap.parse_args()
+    if args.sustained:
+        from bench.ingest_sustained import run as run_sustained
+
+        run_sustained(args)
+        return
     rows = {}
     for backend in args.backends.split(","):
         if backend == "sqlite":

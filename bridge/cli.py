@@ -7,6 +7,7 @@ import json
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 from bridge import __version__
@@ -37,14 +38,81 @@ def cmd_serve(args: argparse.Namespace) -> int:
     store = open_store(settings)  # a bad database URL is one line, before anything else is logged
     setup_logging(settings.log_level, settings.log_json)
     workers = args.workers if args.workers is not None else settings.workers
+    processes = _api_processes(args.processes, settings)
     host = args.host or settings.host
     _warn_bind(host, settings)
-    app = create_app(settings, store=store, workers=workers)
     # h11 (not httptools) because it bounds the request line + headers: httptools buffers any size.
-    uvicorn.run(app, host=host, port=args.port or settings.port, http="h11",
-                h11_max_incomplete_event_size=settings.max_header_bytes,
-                log_config=None, access_log=False, timeout_graceful_shutdown=30)
+    options: dict[str, Any] = dict(host=host, port=args.port or settings.port, http="h11",
+                                   h11_max_incomplete_event_size=settings.max_header_bytes,
+                                   log_config=None, access_log=False, timeout_graceful_shutdown=30)
+    if processes == 1:
+        uvicorn.run(create_app(settings, store=store, workers=workers), **options)
+        return 0
+    return _serve_processes(settings, store, workers, processes, options)
+
+
+def _serve_processes(settings: Any, store: Any, workers: int, processes: int, options: dict[str, Any]) -> int:
+    """``processes`` HTTP processes sharing the socket (uvicorn's supervisor, each child building its app
+    with ``bridge.app.factory:app_from_env`` from the same environment, without workers) and the
+    ``workers`` job workers here, in the supervisor: one pool as with a single process (shared clients,
+    function concurrency per process unchanged). The processes coordinate through the job store only."""
+    import logging
+    import os
+
+    import uvicorn
+
+    from bridge.app.factory import SUPERVISOR_ENV
+    from bridge.runtime import build
+
+    os.environ["BRIDGE_WORKERS"] = "0"  # the HTTP children; this process keeps the workers it was given
+    os.environ[SUPERVISOR_ENV] = str(os.getpid())  # children die with this process (kill -9 included)
+    bridge = build(settings, store=store)
+    pool = bridge.worker_pool(workers) if workers else None
+    settings.warn_unsafe()
+    if pool:
+        pool.start()
+    logging.getLogger("bridge.serve").info("serving HTTP from %d processes; %d job workers in the supervisor "
+                                           "process %d", processes, workers, os.getpid())
+    try:
+        uvicorn.run("bridge.app.factory:app_from_env", factory=True, workers=processes, **options)
+    finally:
+        if pool:
+            pool.stop()
+        bridge.close()
     return 0
+
+
+def _api_processes(given: int | None, settings: Any) -> int:
+    """HTTP processes of ``bridge serve``: ``--processes``, else BRIDGE_API_PROCESSES (environment or .env),
+    else one per CPU up to 2. An in-memory SQLite store cannot be shared: one process then."""
+    import logging
+    import os
+
+    from bridge.app.startup import StartupError
+
+    raw: Any = given
+    if raw is None:
+        raw = os.environ.get("BRIDGE_API_PROCESSES")
+        if raw is None and Path(".env").is_file():
+            from dotenv import dotenv_values
+
+            raw = dotenv_values(".env").get("BRIDGE_API_PROCESSES")
+    if raw is None or str(raw).strip() == "":
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        count = min(2, cpus or 1)  # the CPUs this process may use (taskset, cpusets), not the machine's
+    else:
+        try:
+            count = int(str(raw).strip())
+        except ValueError:
+            count = 0
+        if not 1 <= count <= 64:
+            raise StartupError(f"BRIDGE_API_PROCESSES={raw!r}: give a whole number of HTTP processes from 1 to 64")
+    url = settings.resolved_database_url
+    if count > 1 and (url in ("sqlite://", "sqlite:///") or ":memory:" in url or "mode=memory" in url):
+        logging.getLogger("bridge.serve").warning("an in-memory SQLite job store lives in one process: serving "
+                                                  "from 1 process instead of %d", count)
+        count = 1
+    return count
 
 
 def _warn_bind(host: str, settings: Any) -> None:
@@ -252,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host")
     s.add_argument("--port", type=int)
     s.add_argument("--workers", type=int, help="in-process workers (default BRIDGE_WORKERS; 0 = API only)")
+    s.add_argument("--processes", type=int, help="HTTP processes (default BRIDGE_API_PROCESSES, else one per CPU "
+                                                 "up to 2); job workers then run in the supervisor")
     s.set_defaults(fn=cmd_serve)
 
     w = sub.add_parser("worker", help="run workers only (shared PostgreSQL or SQLite job store)")

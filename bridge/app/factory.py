@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-import uuid
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bridge import __version__
 from bridge.app import console
 from bridge.app.deps import AppState
+from bridge.app.intake import Intake
 from bridge.app.limits import RequestLimitsMiddleware
 from bridge.app.routers import health, jobs, webhooks
 from bridge.config import Settings
@@ -51,7 +52,7 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         given = Headers(scope=scope).get("x-request-id") or ""
-        rid = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex[:12]  # it goes into every log line
+        rid = given if _REQUEST_ID.fullmatch(given) else secrets.token_hex(6)  # it goes into every log line
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -66,19 +67,23 @@ class RequestIdMiddleware:
 
 
 def create_app(settings: Settings, *, store: JobStore | None = None, runtime: Runtime | None = None,
-               workers: int | None = None, watch_functions: list[str] | None = None) -> FastAPI:
+               workers: int | None = None, watch_functions: list[str] | None = None,
+               warn: bool = True) -> FastAPI:
     """Build the app on the composition root (``bridge.runtime.build``). ``workers`` overrides
-    BRIDGE_WORKERS (0 = API only); ``store``/``runtime`` replace the built ones (tests)."""
+    BRIDGE_WORKERS (0 = API only); ``store``/``runtime`` replace the built ones (tests); ``warn=False``
+    leaves the configuration warnings to another process (a multi-process ``bridge serve``'s supervisor)."""
     bridge = build(settings, store=store, runtime=runtime)
     n_workers = settings.store.workers if workers is None else workers
     state = AppState(bridge=bridge, checks=health.ComponentChecks(bridge.runtime),
                      watch_functions=list(watch_functions or []),
                      own_username=settings.cvat_login if settings.ignore_own_events else None)
     metrics = bridge.metrics
+    intake = Intake(bridge.store.enqueue_many)  # webhook inserts, committed in groups by one thread
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        settings.warn_unsafe()
+        if warn:
+            settings.warn_unsafe()
         pool = bridge.worker_pool(n_workers) if n_workers else None
         state.pool = pool
         if pool:
@@ -87,6 +92,7 @@ def create_app(settings: Settings, *, store: JobStore | None = None, runtime: Ru
         try:
             yield
         finally:
+            intake.close()
             if pool:
                 pool.stop()
             bridge.close()
@@ -111,13 +117,51 @@ def create_app(settings: Settings, *, store: JobStore | None = None, runtime: Ru
         log.error("job store unavailable: %s", exc)
         return JSONResponse({"detail": "job store unavailable; retry later"}, status_code=503)
 
+    # Innermost: webhook POSTs answered without the router (the same ``ingest`` as the routes below).
+    app.add_middleware(webhooks.WebhookFastPath, registry=bridge.registry, intake=intake)
     # Added first = runs inside RequestIdMiddleware, so its 413/422/431 answers carry X-Request-ID too.
     app.add_middleware(RequestLimitsMiddleware, max_body_bytes=settings.max_body_bytes,
                        max_header_bytes=settings.max_header_bytes,
                        on_reject=lambda reason: metrics.rejected.labels(reason).inc())
     app.add_middleware(RequestIdMiddleware)
-    app.include_router(webhooks.build_router(bridge.registry))
+    app.include_router(webhooks.build_router(bridge.registry, intake))
     app.include_router(jobs.router)
     app.include_router(health.router)
     console.install(app, settings)  # the web console at /, its API, offline /docs and /redoc
     return app
+
+
+SUPERVISOR_ENV = "BRIDGE_SERVE_SUPERVISOR"
+"""Set by a multi-process ``bridge serve`` to its pid: its HTTP children end when it ends."""
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn's app factory for the HTTP processes of a multi-process ``bridge serve``: settings from the
+    environment (and ``.env``), as in the supervisor that started this process."""
+    import os
+
+    from bridge.app.startup import load_settings, open_store
+    from bridge.logs import setup_logging
+
+    supervisor = os.environ.get(SUPERVISOR_ENV)
+    if supervisor:
+        _end_with_parent(int(supervisor))
+    settings = load_settings()
+    setup_logging(settings.log_level, settings.log_json)
+    return create_app(settings, store=open_store(settings), warn=not supervisor)
+
+
+def _end_with_parent(parent: int) -> None:
+    """SIGKILL this process when its parent dies (Linux), so a ``kill -9`` of ``bridge serve`` leaves no
+    process holding the port; a webhook being answered then gets no answer and CVAT delivers it again."""
+    import ctypes
+    import os
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != parent:  # the parent was gone before the line above
+        os._exit(1)
+

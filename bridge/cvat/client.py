@@ -19,6 +19,7 @@ import zipfile
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -55,6 +56,7 @@ JOB_STATES = ("new", "in progress", "completed", "rejected")
 _PAGE_SIZE = 500
 _COPY_BUFFER = 1024 * 1024
 CHUNK_THREADS = 4  # chunk downloads in flight for the whole client (CVAT serves ~2 at once)
+PREFETCH_TTL = 300.0  # seconds a prefetched chunk waits for its ``iter_frames`` before it is dropped
 
 
 class CvatClient:
@@ -97,6 +99,7 @@ class CvatClient:
         self._clients: list[Client] = []
         self._closed = False
         self._chunks: ThreadPoolExecutor | None = None
+        self._prefetched: dict[int, tuple[float, Future[_Prefetch]]] = {}
 
     @classmethod
     def from_settings(cls, settings: CvatSettings | Settings) -> CvatClient:
@@ -172,6 +175,9 @@ class CvatClient:
             clients, self._clients = self._clients, []
             self._closed = True
             pool, self._chunks = self._chunks, None
+            prefetched, self._prefetched = self._prefetched, {}
+        for _, fut in prefetched.values():
+            _drop_prefetch(fut)
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
         for client in clients:
@@ -398,17 +404,41 @@ class CvatClient:
         size = int(meta.get("size") or len(meta.get("frames") or []))
         return _frames(meta, list(range(size)), f"task {task_id}")
 
-    def iter_frames(self, task_id: int, frames: Sequence[int], *, prefetch: int = 2) -> Iterator[tuple[int, bytes]]:
-        """Yield ``(frame, original encoded bytes)`` in ascending frame order (duplicates once).
+    def prefetch_frames(self, task_id: int, frame: int) -> None:
+        """Start reading the original chunk that holds ``frame`` now, in the background (CVAT builds a chunk
+        on its first read, ~1 s): the next ``iter_frames`` of ``task_id`` whose first chunk it is takes it
+        instead of asking again. One prefetch per task; an untaken one is dropped after ``PREFETCH_TTL`` s.
+        Errors surface (again) in ``iter_frames``, which then reads the usual way."""
+        pool = self._chunk_pool()
+        now = time.monotonic()
+        with self._lock:
+            for key, (since, fut) in list(self._prefetched.items()):
+                if now - since > PREFETCH_TTL:
+                    del self._prefetched[key]
+                    _drop_prefetch(fut)
+            if task_id not in self._prefetched:
+                self._prefetched[task_id] = (now, pool.submit(self._prefetch, task_id, int(frame)))
 
-        Each needed original-quality chunk (a zip of the uploaded files) is downloaded once, to a
-        temporary file, and its members are read one at a time, so memory holds one frame. Up to
-        ``prefetch`` following chunks download in the background meanwhile (CVAT builds a chunk on
-        its first read, ~1 s; without this the consumers would idle through every build).
-        """
-        wanted = sorted({int(f) for f in frames})
-        if not wanted:
-            return
+    def _prefetch(self, task_id: int, frame: int) -> _Prefetch:
+        size, chunk_size = self._task_layout(task_id)
+        if not 0 <= frame < size:
+            raise ValueError(f"frame {frame} is outside task {task_id} (0..{size - 1})")
+        chunk = frame // chunk_size
+        return _Prefetch(size, chunk_size, chunk, self._download_chunk(task_id, chunk))
+
+    def _take_prefetch(self, task_id: int) -> _Prefetch | None:
+        with self._lock:
+            entry = self._prefetched.pop(task_id, None)
+        if entry is None:
+            return None
+        try:
+            return entry[1].result()
+        except Exception as exc:  # noqa: BLE001 - read again the usual way; a real problem raises there
+            log.info("prefetch of task %s failed (%s); reading it again", task_id, exc)
+            return None
+
+    def _task_layout(self, task_id: int) -> tuple[int, int]:
+        """``(size, chunk size)`` of an image task whose data is ready; PermanentError otherwise."""
         api = self._sdk().api_client
         task = self._json(f"reading task {task_id}", api.tasks_api.retrieve, task_id)
         size = int(task.get("size") or 0)
@@ -423,8 +453,27 @@ class CvatClient:
                 f"task {task_id} stores video chunks; only image tasks can be read frame by frame "
                 "from original chunks"
             )
+        return size, chunk_size
+
+    def iter_frames(self, task_id: int, frames: Sequence[int], *, prefetch: int = 2) -> Iterator[tuple[int, bytes]]:
+        """Yield ``(frame, original encoded bytes)`` in ascending frame order (duplicates once).
+
+        Each needed original-quality chunk (a zip of the uploaded files) is downloaded once, to a
+        temporary file, and its members are read one at a time, so memory holds one frame. The first
+        chunk is requested alone (CVAT builds two chunks at a time: asked together, the first could wait
+        behind the next ones); once it is in, up to ``prefetch`` following chunks download in the
+        background while its frames are used (CVAT builds a chunk on its first read, ~1 s; without this
+        the consumers would idle through every build). A chunk started by ``prefetch_frames`` is used.
+        """
+        wanted = sorted({int(f) for f in frames})
+        if not wanted:
+            return
+        early = self._take_prefetch(task_id)
+        size, chunk_size = (early.size, early.chunk_size) if early is not None else self._task_layout(task_id)
         bad = [f for f in wanted if not 0 <= f < size]
         if bad:
+            if early is not None:
+                early.file.close()
             raise ValueError(f"frames {bad[:10]} are outside task {task_id} (0..{size - 1})")
 
         runs: list[tuple[int, list[int]]] = []
@@ -437,13 +486,20 @@ class CvatClient:
         ahead = max(0, int(prefetch))
         pool = self._chunk_pool()
         pending: deque[Future[IO[bytes]]] = deque()
+        if early is not None:
+            if early.chunk == runs[0][0]:
+                pending.append(_done(early.file))
+            else:
+                early.file.close()
         try:
             for i, (chunk, run) in enumerate(runs):
-                # keep the current chunk and up to ``ahead`` next ones downloading
-                while len(pending) < min(ahead, len(runs) - i - 1) + 1:
-                    nxt = runs[i + len(pending)][0]
-                    pending.append(pool.submit(self._download_chunk, task_id, nxt))
-                with pending.popleft().result() as tmp:
+                if not pending:  # the first chunk: asked for alone
+                    pending.append(pool.submit(self._download_chunk, task_id, chunk))
+                tmp = pending.popleft().result()
+                with tmp:
+                    # in: now keep up to ``ahead`` next chunks downloading while this one is read
+                    while len(pending) < min(ahead, len(runs) - i - 1):
+                        pending.append(pool.submit(self._download_chunk, task_id, runs[i + 1 + len(pending)][0]))
                     yield from self._read_chunk(tmp, task_id, chunk, chunk_size, run)
         finally:
             for fut in pending:
@@ -701,3 +757,30 @@ def _close_download(fut: Future[IO[bytes]]) -> None:
     """Delete the temp file of a prefetched chunk nobody will read (the generator was closed)."""
     if not fut.cancelled() and fut.exception() is None:
         fut.result().close()
+
+
+@dataclass(frozen=True)
+class _Prefetch:
+    """A chunk read ahead by ``prefetch_frames``, with the task layout read for it."""
+
+    size: int
+    chunk_size: int
+    chunk: int
+    file: IO[bytes]
+
+
+def _drop_prefetch(fut: Future[_Prefetch]) -> None:
+    """Delete the chunk of a prefetch nobody took (now, or when its download ends)."""
+    def close(done: Future[_Prefetch]) -> None:
+        if not done.cancelled() and done.exception() is None:
+            done.result().file.close()
+
+    if not fut.cancel():
+        fut.add_done_callback(close)
+
+
+def _done(value: IO[bytes]) -> Future[IO[bytes]]:
+    fut: Future[IO[bytes]] = Future()
+    fut.set_result(value)
+    return fut
+

@@ -8,23 +8,32 @@ unique index keeps at most one *running* job per (pipeline, resource) — single
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import random
+import sqlite3
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, and_, create_engine, event, func, or_, select, text, update
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy import Engine, and_, create_engine, event, func, literal_column, select, text, update
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bridge.jobs.models import FINAL, Job, utcnow
 
 log = logging.getLogger(__name__)
+
+_INSERT_COLUMNS = ("pipeline", "params", "trigger", "dedupe_key", "flight_key", "status", "attempts", "max_attempts",
+                   "available_at", "cancel_requested", "project_id", "task_id", "cvat_job_id", "progress_total",
+                   "progress_done", "created_at", "updated_at")
+"""What ``enqueue`` sets (frame_errors, objects and notes start empty; the rest has server defaults or NULL)."""
+_JSON_COLUMNS = frozenset({"params", "trigger"})
 
 
 def _aware(dt: datetime | None) -> datetime | None:
@@ -55,12 +64,15 @@ def make_engine(url: str) -> Engine:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_SECONDS * 1000)}")
             cur.close()
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.pop("immediate", False) else "BEGIN")
+            if conn.info.pop("immediate", False):
+                begin_immediate(conn.connection.dbapi_connection)
+            else:
+                conn.exec_driver_sql("BEGIN")
 
         return engine
     if url.startswith("postgresql://"):
@@ -68,6 +80,33 @@ def make_engine(url: str) -> Engine:
     # No pre-ping round trip per checkout (it doubles the cost of a webhook insert); a connection
     # that died is invalidated on its first error, and CVAT retries that delivery.
     return create_engine(url, pool_size=10, max_overflow=20, pool_recycle=1800)
+
+
+SQLITE_BUSY_SECONDS = 30.0
+
+
+def begin_immediate(dbapi_conn: Any, wait: float = SQLITE_BUSY_SECONDS) -> None:
+    """``BEGIN IMMEDIATE`` (take SQLite's write lock), waiting up to ``wait`` s for another process to
+    release it by trying again every 0.1-2 ms. SQLite's own busy handler sleeps 1, 2, 5 … 100 ms between
+    tries: a process waiting on several others that write back to back (the HTTP processes and the
+    workers of ``bridge serve``) could miss every free moment for seconds. Threads of one process queue
+    on the store's lock before they get here."""
+    dbapi_conn.execute("PRAGMA busy_timeout=0")
+    try:
+        deadline = time.monotonic() + wait
+        pause = 0.0001
+        while True:
+            try:
+                dbapi_conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) \
+                        or time.monotonic() >= deadline:
+                    raise OperationalError("BEGIN IMMEDIATE", None, exc) from exc
+            time.sleep(pause * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
+            pause = min(pause * 2, 0.002)
+    finally:
+        dbapi_conn.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_SECONDS * 1000)}")
 
 
 @dataclass(frozen=True)
@@ -101,17 +140,15 @@ class JobStore:
         )
         if migrate:
             self.migrate()
-        # The webhook path's one statement, built once (Core on the table: compiled and cached once,
-        # without the ORM bulk-insert machinery, which cost more than the database round trips).
-        if self.dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
-        table = Job.__table__
-        self._insert_new = (
-            dialect_insert(table).on_conflict_do_nothing(index_elements=["dedupe_key"])
-            .returning(table.c.id, table.c.status)
-        )
+        # The webhook path's statements as driver SQL, built once: SQLAlchemy's per-statement work (compiling
+        # or caching, bind processing, result objects) cost more than SQLite's own insert.
+        mark = "?" if self.dialect == "sqlite" else "%s"
+        marks = [f"{mark}::json" if c in _JSON_COLUMNS and self.dialect == "postgresql" else mark
+                 for c in _INSERT_COLUMNS]
+        self._insert_sql = (f"INSERT INTO bridge_jobs ({', '.join(_INSERT_COLUMNS)}, frame_errors, objects, notes) "
+                            f"VALUES ({', '.join(marks)}, '{{}}', '[]', '{{}}') "
+                            "ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, status")
+        self._existing_sql = f"SELECT id, status FROM bridge_jobs WHERE dedupe_key = {mark}"
 
     # --- schema ---------------------------------------------------------------------------------
     def migrate(self) -> None:
@@ -138,6 +175,43 @@ class JobStore:
             conn.execute(text("SELECT 1"))
 
     # --- intake ---------------------------------------------------------------------------------
+    def _row(self, pipeline: str, params: dict[str, Any], trigger: dict[str, Any], dedupe_key: str,
+             flight_key: str, max_attempts: int) -> tuple[Any, ...]:
+        """The insert's parameters, in ``_INSERT_COLUMNS`` order, as the column types store them."""
+        now: Any = utcnow()
+        if self.dialect == "sqlite":  # what SQLAlchemy's DateTime writes on SQLite (UTC, compared as text)
+            now = now.strftime("%Y-%m-%d %H:%M:%S.%f")
+        return (pipeline, json.dumps(params), json.dumps(trigger), dedupe_key, flight_key, "queued", 0, max_attempts,
+                now, False, trigger.get("project_id"), trigger.get("task_id"), trigger.get("job_id"), 0, 0, now, now)
+
+    def _insert(self, cursor: Any, values: tuple[Any, ...]) -> EnqueueResult:
+        """One insert on a DBAPI cursor; its errors as SQLAlchemy's (``DataError`` → 422 upstream)."""
+        try:
+            cursor.execute(self._insert_sql, values)
+            row = cursor.fetchone()
+            if row is None:
+                cursor.execute(self._existing_sql, (values[3],))
+                existing = cursor.fetchone()
+                return EnqueueResult(existing[0], False, existing[1])
+            return EnqueueResult(row[0], True, row[1])
+        except self.engine.dialect.loaded_dbapi.Error as exc:
+            raise DBAPIError.instance(self._insert_sql, values, exc, self.engine.dialect.loaded_dbapi.Error,
+                                      dialect=self.engine.dialect) from exc
+
+    @contextmanager
+    def _cursor_tx(self) -> Iterator[Any]:
+        """``_tx`` yielding a DBAPI cursor (no ORM session, no per-statement SQLAlchemy work): the webhook
+        path's transaction; SQLAlchemy still begins, commits or rolls back and pools the connection."""
+        with self._write_lock, self.engine.connect() as conn:
+            if self.dialect == "sqlite":
+                conn.info["immediate"] = True
+            with conn.begin():
+                cursor = conn.connection.cursor()
+                try:
+                    yield cursor
+                finally:
+                    cursor.close()
+
     def enqueue(
         self,
         *,
@@ -149,41 +223,43 @@ class JobStore:
         max_attempts: int,
     ) -> EnqueueResult:
         """Insert a queued job unless one with the same dedupe key exists; committed on return."""
-        values = {
-            "pipeline": pipeline,
-            "params": params,
-            "trigger": trigger,
-            "dedupe_key": dedupe_key,
-            "flight_key": flight_key,
-            "status": "queued",
-            "attempts": 0,
-            "max_attempts": max_attempts,
-            "available_at": utcnow(),
-            "cancel_requested": False,
-            "project_id": trigger.get("project_id"),
-            "task_id": trigger.get("task_id"),
-            "cvat_job_id": trigger.get("job_id"),
-            "progress_total": 0,
-            "progress_done": 0,
-            "frame_errors": {},
-            "objects": [],
-            "notes": {},
-            "created_at": utcnow(),
-            "updated_at": utcnow(),
-        }
-        with self._tx() as s:
-            row = s.connection().execute(self._insert_new, values).first()
-            if row is not None:
-                return EnqueueResult(row[0], True, row[1])
-            existing = s.execute(select(Job.id, Job.status).where(Job.dedupe_key == dedupe_key)).one()
-            return EnqueueResult(existing[0], False, existing[1])
+        values = self._row(pipeline, params, trigger, dedupe_key, flight_key, max_attempts)
+        with self._cursor_tx() as cursor:
+            return self._insert(cursor, values)
+
+    def enqueue_many(self, requests: Sequence[Mapping[str, Any]]) -> list[EnqueueResult | Exception]:
+        """``enqueue`` for each of ``requests`` (its keyword arguments) in one transaction: one commit for
+        all (group commit); every result is committed on return. When the transaction fails, each request
+        is tried alone, so a value the store refuses fails only its own request (its exception is returned
+        in its place)."""
+        if not requests:
+            return []
+        rows = [self._row(**r) for r in requests]
+        try:
+            with self._cursor_tx() as cursor:
+                return [self._insert(cursor, values) for values in rows]
+        except Exception as exc:  # noqa: BLE001 - each request gets its own outcome below
+            if len(rows) == 1:
+                return [exc]
+        out: list[EnqueueResult | Exception] = []
+        for values in rows:
+            try:
+                with self._cursor_tx() as cursor:
+                    out.append(self._insert(cursor, values))
+            except Exception as exc:  # noqa: BLE001 - returned in its place, raised by the caller
+                out.append(exc)
+        return out
 
     # --- reading --------------------------------------------------------------------------------
     def get(self, job_id: int) -> Job | None:
         with self._sessions() as s:
             return s.get(Job, job_id)
 
-    def list(self, flt: JobFilter, *, limit: int = 50, offset: int = 0) -> tuple[list[Job], int]:
+    def list(self, flt: JobFilter, *, limit: int = 50, offset: int = 0,
+             before_id: int | None = None) -> tuple[list[Job], int]:
+        """Jobs matching ``flt``, newest first, and how many match. ``before_id`` (keyset pagination: the
+        last id of the previous page) starts the page below that id, an index walk whatever the page's
+        depth; ``offset`` skips rows after that (reading every skipped row)."""
         conds = []
         if flt.status == "waiting":  # queued again after a transient error, until its next attempt
             conds += [Job.status == "queued", Job.available_at > utcnow()]
@@ -198,10 +274,11 @@ class JobStore:
         if flt.project_id is not None:
             conds.append(Job.project_id == flt.project_id)
         where = and_(*conds) if conds else text("1=1")
+        page = and_(where, Job.id < before_id) if before_id is not None else where
         with self._sessions() as s:
             total = s.execute(select(func.count()).select_from(Job).where(where)).scalar_one()
             rows = s.execute(
-                select(Job).where(where).order_by(Job.id.desc()).limit(limit).offset(offset)
+                select(Job).where(page).order_by(Job.id.desc()).limit(limit).offset(offset)
             ).scalars().all()
             return list(rows), int(total)
 
@@ -225,8 +302,31 @@ class JobStore:
         return out
 
     # --- claiming -------------------------------------------------------------------------------
+    def _candidate(self, s: Session, now: datetime) -> Job | None:
+        """The next runnable job: an orphan (running, lease expired: its worker died) first, else the
+        oldest due queued job whose resource has no live run. Each query reads the few running rows by
+        status and walks the queued ones in claim order on an index (``ix_bridge_jobs_queued_due``; SQLite
+        may take ``ix_bridge_jobs_claim``), stopping at the first runnable row: the cost does not grow with
+        the backlog (an ``OR`` over both statuses made the planners sort every candidate). Statuses are SQL
+        literals so that a planner can use the partial index (a bound parameter cannot prove
+        ``status = 'queued'``)."""
+        running, queued = literal_column("'running'"), literal_column("'queued'")
+        orphan = (select(Job).where(Job.status == running, Job.lease_until < now)
+                  .order_by(Job.lease_until, Job.id).limit(1))
+        live = select(Job.flight_key).where(Job.status == running, Job.lease_until >= now)
+        due = (select(Job).where(Job.status == queued, Job.available_at <= now, Job.flight_key.not_in(live))
+               .order_by(Job.available_at, Job.id).limit(1))
+        for q in (orphan, due):
+            if self.dialect == "postgresql":
+                q = q.with_for_update(skip_locked=True)
+            job = s.execute(q).scalars().first()
+            if job is not None:
+                return job
+        return None
+
     def claim(self, worker_id: str, lease_seconds: float) -> Job | None:
-        """Take the oldest runnable job: queued and due, or running with an expired lease (its worker died).
+        """Take the next runnable job: running with an expired lease (its worker died), else the oldest
+        queued and due one whose resource is not running.
 
         Every claim increments ``lease_token`` (the fencing token): a worker holds the lease only while
         the row still carries the token it claimed with. A job whose workers died ``max_attempts`` times
@@ -237,24 +337,7 @@ class JobStore:
         for _ in range(5):  # a lost single-flight race just means: try the next candidate
             try:
                 with self._tx() as s:
-                    running = select(Job.flight_key).where(
-                        Job.status == "running", Job.lease_until >= now
-                    )
-                    q = (
-                        select(Job)
-                        .where(
-                            or_(
-                                and_(Job.status == "queued", Job.available_at <= now),
-                                and_(Job.status == "running", Job.lease_until < now),
-                            ),
-                            or_(Job.status == "running", Job.flight_key.not_in(running)),
-                        )
-                        .order_by(Job.available_at, Job.id)
-                        .limit(1)
-                    )
-                    if self.dialect == "postgresql":
-                        q = q.with_for_update(skip_locked=True)
-                    job = s.execute(q).scalars().first()
+                    job = self._candidate(s, now)
                     if job is None:
                         return None
                     orphan = job.status == "running"

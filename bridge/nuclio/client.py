@@ -31,6 +31,7 @@ import math
 import random
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Literal
@@ -64,6 +65,33 @@ _RETRY_REASONS: dict[int, tuple[str, Literal["unreachable", "busy", "timeout"]]]
 RETRY_STATUSES = frozenset(_RETRY_REASONS)
 NUCLIO_DEFAULT_MAX_BODY = 4 * 1024 * 1024
 DEFAULT_MAX_RESPONSE = 128 * 1024 * 1024  # LaMa's PNG of a 20 MP frame is ~40-55 MiB as base64
+
+
+class Body:
+    """A JSON request body as parts sent one after the other: the payload's JSON with each image's base64
+    spliced in where its placeholder was. The base64 never goes through ``json.dumps`` (which scans and
+    copies every character of an 8 MB string twice) nor is copied into one buffer (httpx sends the parts
+    with the given Content-Length)."""
+
+    def __init__(self, payload: Any, blobs: Mapping[str, bytes]):
+        text = json.dumps(payload, separators=(",", ":")).encode()
+        spots = sorted((text.find(token.encode()), token.encode(), data) for token, data in blobs.items())
+        if any(at < 0 for at, _, _ in spots):
+            raise ValueError("the payload does not carry the image it was built with")
+        parts: list[bytes] = []
+        done = 0
+        for at, token, data in spots:  # base64's alphabet needs no escaping inside a JSON string
+            parts += [text[done:at], data]
+            done = at + len(token)
+        parts.append(text[done:])
+        self.parts = tuple(parts)
+        self.length = sum(len(p) for p in parts)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __bytes__(self) -> bytes:
+        return b"".join(self.parts)
 CONNECT_TIMEOUT = 5.0
 DASHBOARD_MARGIN = 5.0  # the dashboard needs a little longer than the invoke timeout it relays
 INFO_TIMEOUT = 5.0
@@ -384,7 +412,8 @@ class NuclioClient:
             raise FunctionUnavailable(f"function '{function}' not called: the caller's deadline has passed "
                                       f"(the job attempt's time, AUTO_ANN_TIMEOUT, is spent)")
 
-    def _invoke_body(self, function: str, body: bytes, timeout: float | None, deadline: float | None) -> Any:
+    def _invoke_body(self, function: str, body: bytes | Body, timeout: float | None,
+                     deadline: float | None) -> Any:
         if len(body) > self.max_body_bytes:
             raise FunctionFailed(
                 f"body too large: {len(body)} bytes for function '{function}' exceeds "
@@ -450,7 +479,7 @@ class NuclioClient:
         finally:
             slot.release()
 
-    def _attempt(self, function: str, url: str, body: bytes, seconds: float, start: float, which: str,
+    def _attempt(self, function: str, url: str, body: bytes | Body, seconds: float, start: float, which: str,
                  end: float) -> Answer:
         """One POST, all of it (connect, send, wait, read) done by ``end``: the end of the attempt, of the
         call or the caller's deadline, as ``which`` says."""
@@ -458,6 +487,9 @@ class NuclioClient:
         if left <= 0:  # the call's time was spent waiting for a slot
             raise _Retryable("no time left for another attempt", "deadline" if which == "caller" else "timeout")
         headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
+        content: bytes | tuple[bytes, ...] = body if isinstance(body, bytes) else body.parts
+        if isinstance(body, Body):
+            headers["Content-Length"] = str(len(body))  # parts, sent as they are: not chunked
         if self.invoke_method == "dashboard":
             headers.update(self._dashboard_headers(function))
             headers.update({
@@ -468,7 +500,7 @@ class NuclioClient:
         http_timeout = httpx.Timeout(left, connect=min(CONNECT_TIMEOUT, left))
         self._clock.deadline = end
         try:
-            with self._http.stream("POST", url, content=body, headers=headers, timeout=http_timeout) as resp:
+            with self._http.stream("POST", url, content=content, headers=headers, timeout=http_timeout) as resp:
                 answer = read_answer(resp, self.max_response_bytes, end)
         except httpx.ConnectTimeout as exc:
             raise self._late(which, start, end, exc, "unreachable",
@@ -549,9 +581,11 @@ class NuclioClient:
                 log.debug("function %s: sending %dx%d instead of %dx%d (scale %.4f, %d bytes budget)",
                           function, fitted.scale.sent_width, fitted.scale.sent_height, fitted.scale.width,
                           fitted.scale.height, fitted.scale.factor, budget)
-            payload = build(images.b64(fitted.image),
-                            images.b64(fitted.mask) if fitted.mask is not None else None, fitted.scale)
-            body = json.dumps(payload, separators=(",", ":")).encode()
+            image_token, mask_token = _placeholder("image"), _placeholder("mask")
+            blobs = {image_token: images.b64_bytes(fitted.image)}
+            if fitted.mask is not None:
+                blobs[mask_token] = images.b64_bytes(fitted.mask)
+            body = Body(build(image_token, mask_token if fitted.mask is not None else None, fitted.scale), blobs)
             try:
                 return self._invoke_body(function, body, timeout, deadline), fitted
             except _BodyTooLarge as exc:
@@ -717,6 +751,11 @@ class NuclioClient:
         if not fitted.reencoded and out_size == images.image_size(image):
             return data
         return images.restore_inpainted(image, mask_png, data)
+
+
+def _placeholder(what: str) -> str:
+    """A string no payload holds by chance, replaced by the base64 of ``what`` in the sent body."""
+    return f"@@bridge-{what}-{uuid.uuid4().hex}@@"
 
 
 def _earliest(**ends: float | None) -> tuple[str, float]:

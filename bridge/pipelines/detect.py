@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from bridge.cvat.shapes import DetectorConverter
@@ -50,10 +51,18 @@ def run_detect(ctx: StepContext, job_id: int, function: str, *, conv_mask_to_pol
                threshold: float | None = None) -> PipelineResult:
     """Detect on every (non-deleted) frame of ``job_id``; idempotent across re-runs of the same model."""
     cvat = ctx.cvat
-    job = cvat.get_job(job_id)
-    if job.type != "annotation":
-        return PipelineResult(summary=f"job {job_id} is a {job.type} job; nothing to do")
-    labels = cvat.get_labels(job_id=job_id)
+    # The reads a run starts with go out together, and the first chunk's read (CVAT builds it on its first
+    # read, ~1 s) starts as soon as the job says where its frames are: none of them waits for another.
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="detect-setup") as setup:
+        labels_read = setup.submit(cvat.get_labels, job_id=job_id)
+        frames_read = setup.submit(cvat.job_frames, job_id)
+        setup.submit(ctx.nuclio.function_info, function)  # cached by the client for check_function_labels
+        job = cvat.get_job(job_id)
+        if job.type != "annotation":
+            return PipelineResult(summary=f"job {job_id} is a {job.type} job; nothing to do")
+        cvat.prefetch_frames(job.task_id, job.start_frame)
+        labels = labels_read.result()
+        frames = frames_read.result()
     if not labels:
         raise LabelMismatch(f"job {job_id} has no labels; add labels to the project first")
     check_function_labels(ctx, function, {label.name for label in labels})
@@ -67,7 +76,6 @@ def run_detect(ctx: StepContext, job_id: int, function: str, *, conv_mask_to_pol
     removed = remove_earlier_shapes(ctx, job_id, earlier, sources=("auto",))
     remove_earlier_shapes(ctx, job_id, attempt_shape_ids(ctx), sources=("auto",), keep_frames=writer.frames_done)
 
-    frames = cvat.job_frames(job_id)
     sizes = {f.frame: (f.width, f.height) for f in frames}
     todo = [f.frame for f in frames if f.frame not in writer.frames_done]
     ctx.progress.set_total(len(frames))

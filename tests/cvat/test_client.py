@@ -317,6 +317,10 @@ def test_chunk_files_go_to_the_cache_dir_and_are_removed(cvat, project, tmp_path
     with CvatClient(cvat.url, access_token=TOKEN, cache_dir=tmp_path) as c:
         frames = c.iter_frames(task_id, [0, 1, 2])
         assert next(frames) == (0, images[0][1])
+        deadline = time.monotonic() + 5  # chunk 1 is asked for once chunk 0 is in: let it start
+        while not any(f"/tasks/{task_id}/data?" in p and "number=1" in p for _, p in cvat.requests):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
         frames.close()  # stopping early closes the chunk file
         assert [f for f, _ in c.iter_frames(task_id, [0, 1, 2])] == [0, 1, 2]
     # one file per chunk download: chunk 1 was already prefetched when the first read stopped early

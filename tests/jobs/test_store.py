@@ -15,9 +15,9 @@ from tests.jobs.conftest import enqueue
 
 
 def test_migrations_are_applied_and_idempotent(store, store_url):
-    assert current(store.engine) == "0002_fencing_and_outages"
+    assert current(store.engine) == "0003_claim_and_list_indexes"
     JobStore(store_url).close()  # running the migration again is a no-op
-    assert current(store.engine) == "0002_fencing_and_outages"
+    assert current(store.engine) == "0003_claim_and_list_indexes"
 
 
 def test_dedupe(store):
@@ -226,4 +226,4 @@ def test_processes_starting_together_on_an_empty_postgresql_all_migrate(postgres
     procs = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE) for _ in range(4)]
     results = [(p.wait(120), p.stderr.read().decode()[-300:]) for p in procs]
     assert [rc for rc, _ in results] == [0, 0, 0, 0], results
-    assert current(JobStore(postgres_url).engine) == "0002_fencing_and_outages"
+    assert current(JobStore(postgres_url).engine) == "0003_claim_and_list_indexes"

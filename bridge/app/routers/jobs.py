@@ -64,9 +64,14 @@ class JobOut(BaseModel):
 
 class JobPage(BaseModel):
     total: int
+    """Jobs matching the filters (all pages)."""
     limit: int
     offset: int
+    before_id: int | None = None
     items: list[JobOut]
+    next_before_id: int | None = None
+    """Pass as ``before_id`` for the next page (keyset: as fast at any depth); None once a page comes back
+    short (a full last page is followed by an empty one)."""
 
 
 def _utc(dt: datetime | None) -> datetime | None:
@@ -108,10 +113,15 @@ async def list_jobs(
     project_id: Annotated[int | None, Query(ge=0, le=2**31 - 1)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+    before_id: Annotated[int | None, Query(ge=1, le=2**31, description=(
+        "keyset pagination: only jobs with a smaller id (the previous page's `next_before_id`); "
+        "unlike `offset`, as fast on page 1000 as on page 1"))] = None,
 ) -> JobPage:
     flt = JobFilter(status=status, pipeline=pipeline, task_id=task_id, cvat_job_id=job_id, project_id=project_id)
-    rows, total = await run_in_threadpool(store.list, flt, limit=limit, offset=offset)
-    return JobPage(total=total, limit=limit, offset=offset, items=[job_out(j) for j in rows])
+    rows, total = await run_in_threadpool(store.list, flt, limit=limit, offset=offset, before_id=before_id)
+    more = len(rows) == limit and rows[-1].id > 1
+    return JobPage(total=total, limit=limit, offset=offset, before_id=before_id, items=[job_out(j) for j in rows],
+                   next_before_id=rows[-1].id if more else None)
 
 
 def _found(job: Job | None, job_id: int) -> Job:

@@ -1,18 +1,26 @@
-"""Webhook intake: verify, parse, decide, store, answer — never any CVAT or Nuclio call here."""
+"""Webhook intake: verify, parse, decide, store, answer — never any CVAT or Nuclio call here.
+
+``ingest`` is the one implementation; the FastAPI routes (OpenAPI, fallback) and ``WebhookFastPath`` (the
+pure-ASGI path real deliveries take) both call it, so their answers are the same."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sqlalchemy.exc import DataError, SQLAlchemyError
+from starlette.datastructures import Headers, QueryParams
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bridge.app.deps import AppState, StateDep
+from bridge.app.deps import AppState, StateDep, app_state
+from bridge.app.intake import Intake
 from bridge.app.limits import BodyTooLarge
 from bridge.app.security import SIGNATURE_HEADER, signature_header_problem, verify_signature
 from bridge.config import Settings
@@ -66,25 +74,34 @@ def event_label(event: str) -> str:
     return event if event in _KNOWN_EVENTS else "other"
 
 
+Answer = tuple[int, dict[str, Any]]
+BodyReader = Callable[[], Awaitable[bytes]]
+
+
 def _reply(state: AppState, spec: RouteSpec, event: str, outcome: str, code: int, body: dict[str, Any],
-           started: float) -> JSONResponse:
+           started: float) -> Answer:
     metrics = state.bridge.metrics
     metrics.webhooks.labels(spec.path, event_label(event), outcome).inc()
     metrics.ack_seconds.labels(outcome).observe(time.perf_counter() - started)
-    return JSONResponse(body, status_code=code)
+    return code, body
 
 
 async def read_signed_body(request: Request, settings: Settings) -> tuple[bytes | None, int, str]:
     """The body once its signature is verified: (body, 200, "") or (None, status, reason).
     The header is checked before a byte is read; the read stops past BRIDGE_MAX_BODY_BYTES
     (``RequestLimitsMiddleware`` counts what ``receive`` hands over); only then the HMAC."""
+    return await read_verified(request.headers, request.body, settings)
+
+
+async def read_verified(headers: Headers, read: BodyReader, settings: Settings) -> tuple[bytes | None, int, str]:
+    """``read_signed_body`` for any request: its ``headers`` and a coroutine reading its whole body."""
     secret = settings.secret_bytes()
-    header = request.headers.get(SIGNATURE_HEADER)
+    header = headers.get(SIGNATURE_HEADER)
     problem = signature_header_problem(secret, header)
     if problem:
         return None, 401, problem
     try:
-        raw = await request.body()
+        raw = await read()
     except BodyTooLarge as exc:
         return None, 413, str(exc)
     problem = verify_signature(secret, raw, header)
@@ -93,75 +110,122 @@ async def read_signed_body(request: Request, settings: Settings) -> tuple[bytes 
     return raw, 200, ""
 
 
-def make_handler(spec: RouteSpec, registry: Registry):
+async def ingest(state: AppState, spec: RouteSpec, registry: Registry, intake: Intake, headers: Headers,
+                 query_params: QueryParams, read: BodyReader) -> Answer:
+    """One webhook delivery: verify, parse, decide, store (group commit), answer — (status, JSON body)."""
+    started = time.perf_counter()
+    settings = state.settings
+    raw, code, problem = await read_verified(headers, read, settings)
+    if raw is None:
+        log.warning("%s: rejected (%d): %s", spec.path, code, problem)
+        outcome = "unauthorized" if code == 401 else "too_large"
+        return _reply(state, spec, "unknown", outcome, code, {"detail": problem}, started)
+    try:
+        env, _ = parse_envelope(raw)
+    except PayloadError as exc:
+        return _reply(state, spec, "unknown", "malformed", exc.status, {"detail": str(exc)}, started)
+
+    query = dict(query_params)
+    query.update(spec.fixed)
+    try:
+        params = registry.parse_params(spec.pipeline, query)
+    except ValidationError as exc:
+        reason = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'query'}: {e['msg']}" for e in exc.errors())
+        if env.event == "ping":
+            # CVAT's Ping must show success, but say loudly what is wrong with the URL.
+            return _reply(state, spec, "ping", "ping", 200,
+                          {"status": "ok", "event": "ping", "warning": f"query parameters invalid: {reason}"},
+                          started)
+        return _reply(state, spec, env.event, "bad_params", 400,
+                      {"detail": f"invalid query parameters: {reason}"}, started)
+
+    params_dict = params.model_dump(mode="json", exclude_none=True)
+    decision = decide(env, kind=registry.trigger_kind(spec.pipeline, params), pipeline=spec.pipeline,
+                      params=params_dict, own_username=state.own_username)
+    if decision.action == "ping":
+        return _reply(state, spec, "ping", "ping", 200, {"status": "ok", "event": "ping"}, started)
+    if decision.action == "ignore":
+        log.info("%s: ignored %s: %s", spec.path, env.event, decision.reason)
+        return _reply(state, spec, env.event, "ignored", 200,
+                      {"status": "ignored", "reason": decision.reason}, started)
+
+    trig = decision.trigger
+    assert trig is not None and decision.dedupe_key is not None
+    try:
+        res = await intake.enqueue(
+            pipeline=spec.pipeline, params=params_dict, trigger=trig.to_dict(), dedupe_key=decision.dedupe_key,
+            flight_key=flight_key(spec.pipeline, trig.resource, trig.resource_id),
+            max_attempts=settings.max_attempts,  # (settings.store builds a StoreSettings per call)
+        )
+    except DataError as exc:  # a value the store refuses: a 5xx would make CVAT retry it for days
+        first = str(exc.orig or exc).splitlines()[0][:200]
+        log.warning("%s: job store refused a value: %s", spec.path, first)
+        return _reply(state, spec, env.event, "malformed", 422,
+                      {"detail": f"value cannot be stored: {first}"}, started)
+    except SQLAlchemyError as exc:
+        log.error("%s: job store unavailable: %s", spec.path, exc)
+        return _reply(state, spec, env.event, "store_error", 503,
+                      {"detail": "job store unavailable; retry later"}, started)
+    outcome = "queued" if res.created else "duplicate"
+    log.info("%s: %s → job %s (%s): %s", spec.path, env.event, res.job_id, outcome, decision.reason)
+    return _reply(state, spec, env.event, outcome, 202,
+                  {"status": outcome, "job_id": res.job_id, "job_status": res.status,
+                   "pipeline": spec.pipeline, "reason": decision.reason}, started)
+
+
+def make_handler(spec: RouteSpec, registry: Registry, intake: Intake):
     async def handler(request: Request, state: StateDep) -> JSONResponse:
-        started = time.perf_counter()
-        settings = state.settings
-        raw, code, problem = await read_signed_body(request, settings)
-        if raw is None:
-            log.warning("%s: rejected (%d): %s", spec.path, code, problem)
-            outcome = "unauthorized" if code == 401 else "too_large"
-            return _reply(state, spec, "unknown", outcome, code, {"detail": problem}, started)
-        try:
-            env, _ = parse_envelope(raw)
-        except PayloadError as exc:
-            return _reply(state, spec, "unknown", "malformed", exc.status, {"detail": str(exc)}, started)
-
-        query = dict(request.query_params)
-        query.update(spec.fixed)
-        try:
-            params = registry.parse_params(spec.pipeline, query)
-        except ValidationError as exc:
-            reason = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'query'}: {e['msg']}" for e in exc.errors())
-            if env.event == "ping":
-                # CVAT's Ping must show success, but say loudly what is wrong with the URL.
-                return _reply(state, spec, "ping", "ping", 200,
-                              {"status": "ok", "event": "ping", "warning": f"query parameters invalid: {reason}"},
-                              started)
-            return _reply(state, spec, env.event, "bad_params", 400,
-                          {"detail": f"invalid query parameters: {reason}"}, started)
-
-        params_dict = params.model_dump(mode="json", exclude_none=True)
-        decision = decide(env, kind=registry.trigger_kind(spec.pipeline, params), pipeline=spec.pipeline,
-                          params=params_dict, own_username=state.own_username)
-        if decision.action == "ping":
-            return _reply(state, spec, "ping", "ping", 200, {"status": "ok", "event": "ping"}, started)
-        if decision.action == "ignore":
-            log.info("%s: ignored %s: %s", spec.path, env.event, decision.reason)
-            return _reply(state, spec, env.event, "ignored", 200,
-                          {"status": "ignored", "reason": decision.reason}, started)
-
-        trig = decision.trigger
-        assert trig is not None and decision.dedupe_key is not None
-        store = state.store
-        try:
-            res = await run_in_threadpool(
-                store.enqueue, pipeline=spec.pipeline, params=params_dict, trigger=trig.to_dict(),
-                dedupe_key=decision.dedupe_key,
-                flight_key=flight_key(spec.pipeline, trig.resource, trig.resource_id),
-                max_attempts=settings.store.max_attempts,
-            )
-        except DataError as exc:  # a value the store refuses: a 5xx would make CVAT retry it for days
-            first = str(exc.orig or exc).splitlines()[0][:200]
-            log.warning("%s: job store refused a value: %s", spec.path, first)
-            return _reply(state, spec, env.event, "malformed", 422,
-                          {"detail": f"value cannot be stored: {first}"}, started)
-        except SQLAlchemyError as exc:
-            log.error("%s: job store unavailable: %s", spec.path, exc)
-            return _reply(state, spec, env.event, "store_error", 503,
-                          {"detail": "job store unavailable; retry later"}, started)
-        outcome = "queued" if res.created else "duplicate"
-        log.info("%s: %s → job %s (%s): %s", spec.path, env.event, res.job_id, outcome, decision.reason)
-        return _reply(state, spec, env.event, outcome, 202,
-                      {"status": outcome, "job_id": res.job_id, "job_status": res.status,
-                       "pipeline": spec.pipeline, "reason": decision.reason}, started)
+        code, body = await ingest(state, spec, registry, intake, request.headers, request.query_params,
+                                  request.body)
+        return JSONResponse(body, status_code=code)
 
     handler.__name__ = "webhook_" + spec.path.strip("/").replace("-", "_").replace("/", "_")
     return handler
 
 
-def build_router(registry: Registry) -> APIRouter:
-    """One route per ``RouteSpec`` of the registry's pipelines, plus ``/test-webhook``."""
+class WebhookFastPath:
+    """Pure ASGI in front of the router: a POST to a webhook route runs ``ingest`` directly — the same
+    checks, decisions and answers as the route (which stays, for the OpenAPI document), without
+    routing, dependency injection or request and response objects, the largest share of an ack's
+    CPU after HTTP parsing. Anything else goes on to the app. Sits inside ``RequestIdMiddleware``
+    and ``RequestLimitsMiddleware``, so request ids and limits apply as to every route."""
+
+    def __init__(self, app: ASGIApp, *, registry: Registry, intake: Intake):
+        self.app = app
+        self.registry = registry
+        self.intake = intake
+        self.routes = {spec.path: spec for spec in registry.routes}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        spec = self.routes.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if spec is None or scope["method"] != "POST" or scope.get("root_path"):
+            await self.app(scope, receive, send)
+            return
+
+        async def read() -> bytes:
+            chunks = []
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientDisconnect()
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    return b"".join(chunks)
+
+        code, body = await ingest(app_state(scope["app"]), spec, self.registry, self.intake, Headers(scope=scope),
+                                  QueryParams(scope.get("query_string", b"")), read)
+        # the bytes and headers JSONResponse sends
+        payload = json.dumps(body, ensure_ascii=False, allow_nan=False, indent=None,
+                             separators=(",", ":")).encode("utf-8")
+        await send({"type": "http.response.start", "status": code,
+                    "headers": [(b"content-length", str(len(payload)).encode("latin-1")),
+                                (b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": payload})
+
+
+def build_router(registry: Registry, intake: Intake) -> APIRouter:
+    """One route per ``RouteSpec`` of the registry's pipelines, plus ``/test-webhook``; triggering events
+    are stored through ``intake`` (group commit)."""
     router = APIRouter(tags=["webhooks"])
 
     async def test_webhook(request: Request, state: StateDep) -> JSONResponse:
@@ -170,7 +234,7 @@ def build_router(registry: Registry) -> APIRouter:
 
     for spec in registry.routes:
         router.add_api_route(
-            spec.path, make_handler(spec, registry), methods=["POST"], summary=spec.summary,
+            spec.path, make_handler(spec, registry, intake), methods=["POST"], summary=spec.summary,
             description=(spec.summary + ". Answers `ping` with 200; ignored events with 200 and a reason; "
                          "triggering events with 202 and the job id. Signed with X-Signature-256 when "
                          "WEBHOOK_SECRET is set." + (" Legacy route kept for compatibility." if spec.legacy else "")),
