@@ -256,13 +256,14 @@ class JobStore:
             return s.get(Job, job_id)
 
     def list(self, flt: JobFilter, *, limit: int = 50, offset: int = 0,
-             before_id: int | None = None) -> tuple[list[Job], int]:
+             before_id: int | None = None, now: datetime | None = None) -> tuple[list[Job], int]:
         """Jobs matching ``flt``, newest first, and how many match. ``before_id`` (keyset pagination: the
         last id of the previous page) starts the page below that id, an index walk whatever the page's
-        depth; ``offset`` skips rows after that (reading every skipped row)."""
+        depth; ``offset`` skips rows after that (reading every skipped row). ``now`` is the clock the
+        ``waiting`` filter compares with (the caller's, so what it shows agrees with what was selected)."""
         conds = []
         if flt.status == "waiting":  # queued again after a transient error, until its next attempt
-            conds += [Job.status == "queued", Job.available_at > utcnow()]
+            conds += [Job.status == "queued", Job.available_at > (now or utcnow())]
         elif flt.status:
             conds.append(Job.status == flt.status)
         if flt.pipeline:

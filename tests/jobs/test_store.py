@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 from sqlalchemy import update
 
@@ -227,3 +227,20 @@ def test_processes_starting_together_on_an_empty_postgresql_all_migrate(postgres
     results = [(p.wait(120), p.stderr.read().decode()[-300:]) for p in procs]
     assert [rc for rc, _ in results] == [0, 0, 0, 0], results
     assert current(JobStore(postgres_url).engine) == "0003_claim_and_list_indexes"
+
+
+def test_a_listing_judges_waiting_by_one_clock(store):
+    """What ``status=waiting`` selects is shown ``waiting``, even when the next attempt comes due between
+    the query and the answer being built (the API passes the filter's clock to both)."""
+    from bridge.app.routers.jobs import job_out
+
+    jid = enqueue(store, "a", max_attempts=2).job_id
+    store.claim("w", 30)
+    store.requeue(jid, "w", "CVAT down", base=1, cap=16, transient=True, window=3600)
+    due = store.get(jid).available_at
+    due = due if due.tzinfo else due.replace(tzinfo=UTC)
+    then = due - timedelta(milliseconds=5)  # the query's clock: 5 ms before the next attempt
+    (job,), total = store.list(JobFilter(status="waiting"), now=then)
+    assert total == 1 and job_out(job, then).waiting
+    assert not job_out(job, due + timedelta(milliseconds=5)).waiting  # once due, it is queued, not waiting
+    assert store.list(JobFilter(status="waiting"), now=due + timedelta(milliseconds=5)) == ([], 0)

@@ -80,7 +80,9 @@ def _utc(dt: datetime | None) -> datetime | None:
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
-def job_out(job: Job) -> JobOut:
+def job_out(job: Job, now: datetime | None = None) -> JobOut:
+    """The API's view of ``job``; ``now`` is the clock ``waiting`` is judged by (a listing passes the one
+    its ``status=waiting`` filter used, so a job selected as waiting is shown waiting)."""
     errors = [FrameError(frame=int(f), reason=r) for f, r in sorted((job.frame_errors or {}).items(),
                                                                       key=lambda kv: int(kv[0]))]
     # Shapes are many; list the non-shape objects (tasks, issues) and count shapes.
@@ -90,7 +92,7 @@ def job_out(job: Job) -> JobOut:
         objects.append({"kind": "shapes", "count": shapes})
     available = _utc(job.available_at)
     waiting = job.status == "queued" and job.error is not None and available is not None \
-        and available > datetime.now(UTC)
+        and available > (now or datetime.now(UTC))
     return JobOut(
         id=job.id, pipeline=job.pipeline, status=job.status, partial=bool(errors) and job.status == "succeeded",
         params=job.params or {}, trigger=job.trigger or {}, attempts=job.attempts, max_attempts=job.max_attempts,
@@ -118,9 +120,12 @@ async def list_jobs(
         "unlike `offset`, as fast on page 1000 as on page 1"))] = None,
 ) -> JobPage:
     flt = JobFilter(status=status, pipeline=pipeline, task_id=task_id, cvat_job_id=job_id, project_id=project_id)
-    rows, total = await run_in_threadpool(store.list, flt, limit=limit, offset=offset, before_id=before_id)
+    now = datetime.now(UTC)
+    rows, total = await run_in_threadpool(store.list, flt, limit=limit, offset=offset, before_id=before_id,
+                                          now=now)
     more = len(rows) == limit and rows[-1].id > 1
-    return JobPage(total=total, limit=limit, offset=offset, before_id=before_id, items=[job_out(j) for j in rows],
+    return JobPage(total=total, limit=limit, offset=offset, before_id=before_id,
+                   items=[job_out(j, now) for j in rows],
                    next_before_id=rows[-1].id if more else None)
 
 
