@@ -12,6 +12,10 @@ below, from shared/reference/cvat-performance.md) and the same fixed-latency Nuc
   much of the gain is concurrency;
 - saturation = frames/s ÷ (calls in flight ÷ latency) for 200 and for 50 frames, with the ceiling a first
   chunk CVAT still has to build sets, and a diagnostic row with that chunk built beforehand;
+- through the service: ``--service-jobs`` jobs (4) of 200 and of 50 frames set to "in progress" at once; CVAT's
+  webhooks reach ``bridge serve`` (its own process, one worker, 4 calls in flight), which has CVAT build each
+  queued job's first chunk when it acknowledges the webhook (``BRIDGE_WARM_CHUNKS=1``) or not (``=0``),
+  interleaved: the saturation of the whole run, of the first job (idle bridge) and of the queued jobs;
 - 50 frames of 5184×3888 JPEG (20 MP, ~5 MB each) with a 0-latency function, the bridge in a subprocess
   (``bench/_detect_rss.py``): its CPU per frame (model time excluded; goal < 40 ms) and peak RSS (goal
   < 1 GB); the CPU of one request body built the old way and the bridge's way, side by side.
@@ -70,7 +74,12 @@ from bridge.pipelines.detect import run_detect  # noqa: E402
 from bridge.pipelines.params import DetectParams  # noqa: E402
 from tests.doubles.cvat_double import Costs, CvatDouble  # noqa: E402
 from tests.doubles.cvat_double.media import default_chunk_size, read_frame  # noqa: E402
-from tests.doubles.function_server import LoadedFunction, load_function, serve_in_thread  # noqa: E402
+from tests.doubles.function_server import (  # noqa: E402
+    LoadedFunction,
+    free_port,
+    load_function,
+    serve_in_thread,
+)
 
 FUNCTION_DIR = Path(__file__).resolve().parent / "functions" / "fixed_latency"
 SLOW, FAST = "bench-fixed-latency", "bench-fast"
@@ -321,11 +330,13 @@ def main() -> None:
     ap.add_argument("--latency", type=float, default=0.05, help="function latency in seconds")
     ap.add_argument("--workers", type=int, default=4, help="function maxWorkers = bridge concurrency")
     ap.add_argument("--boxes", type=int, default=5, help="boxes the function answers per frame")
+    ap.add_argument("--service-jobs", type=int, default=4,
+                    help="jobs queued at once through the bridge service, warm on/off (0: skip)")
     ap.add_argument("--quick", action="store_true", help="40 frames, 10 large frames (< 1 min)")
     args = ap.parse_args()
     if args.quick:
         args.frames, args.large_frames = min(args.frames, 40), min(args.large_frames, 10)
-        args.small_job = min(args.small_job, 20)
+        args.small_job, args.service_jobs = min(args.small_job, 20), min(args.service_jobs, 3)
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("cvat_sdk").setLevel(logging.WARNING)
 
@@ -354,6 +365,91 @@ def bridge_row(fn_url: str, costs: Costs | None, images: list[tuple[str, bytes]]
 
 
 BOXES = [5]  # boxes per frame (set from --boxes)
+
+
+def service_round(fn_url: str, images: list[tuple[str, bytes]], tmp: Path, name: str, jobs: int,
+                  concurrency: int, warm: bool) -> dict[str, Any]:
+    """``jobs`` one-job tasks of ``images`` set to "in progress" at once in a fresh CVAT double (CVAT's
+    costs) whose webhook reaches ``bridge serve`` — its own process, as deployed, defaults but one worker
+    with ``concurrency`` calls in flight and ``BRIDGE_WARM_CHUNKS`` 1 or 0: seconds from the state changes
+    to the last job done, and each job's claim-to-finish seconds (``started_at``/``finished_at``)."""
+    secret = "bench-secret-0123456789abcdef"
+    port = free_port()
+    with CvatDouble(costs=COSTS) as cvat:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("BRIDGE_", "CVAT_", "NUCLIO_"))}
+        env.update({"WEBHOOK_SECRET": secret, "BRIDGE_DATA_DIR": str(tmp / name), "CVAT_URL": cvat.url,
+                    "CVAT_ACCESS_TOKEN": TOKEN, "NUCLIO_FUNCTION_URL": fn_url + "/{name}",
+                    "NUCLIO_CONCURRENCY": str(concurrency), "BRIDGE_WORKERS": "1", "BRIDGE_PORT": str(port),
+                    "BRIDGE_API_PROCESSES": "1", "BRIDGE_WARM_CHUNKS": "1" if warm else "0",
+                    "PYTHONPATH": str(ROOT), "LOG_LEVEL": "WARNING"})
+        proc = subprocess.Popen([sys.executable, "-m", "bridge.cli", "serve"], cwd=str(tmp), env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if httpx.get(f"{base}/health?deep=false", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"bridge serve did not start: {proc.stderr.read().decode()[-2000:]}")
+                time.sleep(0.1)
+            project = cvat.create_project("bench-detect-service", LABELS)
+            cvat.add_webhook(project, f"{base}/detect-model-webhook?model_name={SLOW}", ["update:job"],
+                             secret=secret)
+            made = [new_task(cvat, project, f"{name}-{i}", images) for i in range(jobs)]
+            t0 = time.perf_counter()
+            for _, job in made:
+                cvat.set_job_state(job, "in progress")
+            while True:
+                rows = httpx.get(f"{base}/jobs", params={"limit": jobs + 1}, timeout=10).json()["items"]
+                if len(rows) == jobs and all(j["status"] in ("succeeded", "failed") for j in rows):
+                    break
+                if time.perf_counter() - t0 > 300:
+                    raise SystemExit(f"{name}: jobs did not finish: {[(j['id'], j['status']) for j in rows]}")
+                time.sleep(0.02)
+            seconds = time.perf_counter() - t0
+            if any(j["status"] != "succeeded" for j in rows):
+                raise SystemExit(f"{name}: {[(j['id'], j['status'], j['error']) for j in rows]}")
+            runs = [_seconds(j["started_at"], j["finished_at"]) for j in sorted(rows, key=lambda j: j["id"])]
+            for task, _ in made:
+                check_shapes(cvat, task, len(images) * BOXES[0], f"bridge service ({name})")
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    return {"seconds": seconds, "runs": runs}
+
+
+def _seconds(start: str, end: str) -> float:
+    from datetime import datetime
+
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
+def service_rows(fn_url: str, images: list[tuple[str, bytes]], tmp: Path, jobs: int, concurrency: int,
+                 latency: float, small: int, rounds: int = 2) -> list[tuple[int, str, float, float, float]]:
+    """Warm on / off, interleaved ``rounds`` times, for jobs of ``len(images)`` and ``small`` frames; rows
+    of (frames per job, warm, whole-run saturation, the first job's, the queued jobs' mean)."""
+    bound = concurrency / latency
+    out = []
+    for frames in (len(images), small):
+        results: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
+        for r in range(rounds):
+            for warm in ((True, False) if r % 2 == 0 else (False, True)):
+                results[warm].append(service_round(fn_url, images[:frames], tmp, f"svc-{frames}-{warm}-{r}", jobs,
+                                                   concurrency, warm))
+        for warm in (True, False):
+            rs = results[warm]
+            whole = sum(jobs * frames / x["seconds"] for x in rs) / len(rs) / bound
+            first = sum(frames / x["runs"][0] for x in rs) / len(rs) / bound
+            queued = sum(frames / t for x in rs for t in x["runs"][1:]) / (len(rs) * (jobs - 1)) / bound
+            out.append((frames, "on" if warm else "off", whole, first, queued))
+    return out
 
 
 def encode_ratio(image: bytes, reps: int = 6) -> tuple[float, float | None]:
@@ -461,6 +557,17 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
               f"{free_prof.stream_blocked:.2f} s, writes {sum(free_prof.writes):.2f} s")
         print(f"  {summary}")
 
+        service: list[tuple[int, str, float, float, float]] = []
+        if args.service_jobs > 1:
+            service = service_rows(fn_url, images, tmp, args.service_jobs, w, args.latency, small_n)
+            print(f"\nthrough the service: {args.service_jobs} jobs set to 'in progress' at once, webhooks acked by "
+                  f"the bridge app (1 worker, {w} calls in flight), first chunk warmed at the ack on/off "
+                  f"(BRIDGE_WARM_CHUNKS=1/0), interleaved, mean of 2 rounds each ({load()}):")
+            print(f"{'frames/job':>11}{'warm':>6}{'all jobs':>10}{'1st job':>9}{'queued jobs':>13}   (saturation; a "
+                  "job's from its claim to its end)")
+            for frames, warm, whole, first, queued in service:
+                print(f"{frames:>11}{warm:>6}{whole:>10.2f}{first:>9.2f}{queued:>13.2f}")
+
         rss: dict[str, Any] | None = None
         per_frame_ms = old_ms = new_ms = None
         if args.large_frames:
@@ -495,6 +602,11 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     print(f"  bridge ÷ annotate_task, {w} vs 1 in flight  >= 3x   {four:>8.2f}x   {mark(four >= 3)}")
     print(f"  saturation {n} frames              >= 0.85   {saturation:>8.2f}    {mark(saturation >= 0.85)}")
     print(f"  saturation {small_n} frames               >= 0.6    {small_sat:>8.2f}    {mark(small_sat >= 0.6)}")
+    for frames, warm, _whole, first, queued in service:
+        if warm == "on":
+            goal = 0.85 if frames == n else 0.6
+            print(f"  queued {frames}-frame jobs, chunk warmed at ack  >= {goal:<5} {queued:>8.2f}    "
+                  f"{mark(queued >= goal)}   (the first job, on an idle bridge: {first:.2f})")
     if per_frame_ms is not None:
         print(f"  20 MP bridge CPU per frame       < 40 ms  {per_frame_ms:>6.1f} ms   {mark(per_frame_ms < 40)}")
     if rss is not None:

@@ -7,7 +7,6 @@ import json
 import signal
 import sys
 import threading
-from pathlib import Path
 from typing import Any
 
 from bridge import __version__
@@ -62,6 +61,7 @@ def _serve_processes(settings: Any, store: Any, workers: int, processes: int, op
     import uvicorn
 
     from bridge.app.factory import SUPERVISOR_ENV
+    from bridge.jobs.wake import WAKE_ENV, WakeListener
     from bridge.runtime import build
 
     os.environ["BRIDGE_WORKERS"] = "0"  # the HTTP children; this process keeps the workers it was given
@@ -69,13 +69,18 @@ def _serve_processes(settings: Any, store: Any, workers: int, processes: int, op
     bridge = build(settings, store=store)
     pool = bridge.worker_pool(workers) if workers else None
     settings.warn_unsafe()
+    listener = None
     if pool:
         pool.start()
+        listener = WakeListener(pool.wake)  # a child that commits a job wakes these workers at once
+        os.environ[WAKE_ENV] = listener.path
     logging.getLogger("bridge.serve").info("serving HTTP from %d processes; %d job workers in the supervisor "
                                            "process %d", processes, workers, os.getpid())
     try:
         uvicorn.run("bridge.app.factory:app_from_env", factory=True, workers=processes, **options)
     finally:
+        if listener is not None:
+            listener.close()
         if pool:
             pool.stop()
         bridge.close()
@@ -83,30 +88,19 @@ def _serve_processes(settings: Any, store: Any, workers: int, processes: int, op
 
 
 def _api_processes(given: int | None, settings: Any) -> int:
-    """HTTP processes of ``bridge serve``: ``--processes``, else BRIDGE_API_PROCESSES (environment or .env),
-    else one per CPU up to 2. An in-memory SQLite store cannot be shared: one process then."""
+    """HTTP processes of ``bridge serve``: ``--processes``, else BRIDGE_API_PROCESSES (``Settings``), else one
+    per CPU this process may use, up to 2. An in-memory SQLite store cannot be shared: one process then."""
     import logging
     import os
 
     from bridge.app.startup import StartupError
 
-    raw: Any = given
-    if raw is None:
-        raw = os.environ.get("BRIDGE_API_PROCESSES")
-        if raw is None and Path(".env").is_file():
-            from dotenv import dotenv_values
-
-            raw = dotenv_values(".env").get("BRIDGE_API_PROCESSES")
-    if raw is None or str(raw).strip() == "":
+    count = given if given is not None else settings.api_processes
+    if count is None:
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         count = min(2, cpus or 1)  # the CPUs this process may use (taskset, cpusets), not the machine's
-    else:
-        try:
-            count = int(str(raw).strip())
-        except ValueError:
-            count = 0
-        if not 1 <= count <= 64:
-            raise StartupError(f"BRIDGE_API_PROCESSES={raw!r}: give a whole number of HTTP processes from 1 to 64")
+    elif not 1 <= count <= 64:
+        raise StartupError(f"--processes {count}: give a whole number of HTTP processes from 1 to 64")
     url = settings.resolved_database_url
     if count > 1 and (url in ("sqlite://", "sqlite:///") or ":memory:" in url or "mode=memory" in url):
         logging.getLogger("bridge.serve").warning("an in-memory SQLite job store lives in one process: serving "

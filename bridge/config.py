@@ -136,6 +136,9 @@ class Settings(BaseSettings):
     cvat_timeout: float = Field(60.0, gt=0, validation_alias=_env("CVAT_TIMEOUT", "cvat_timeout"))
     cvat_ui_url: str | None = Field(None, validation_alias=_env("BRIDGE_CVAT_UI_URL", "cvat_ui_url"))
     """Where people open CVAT in a browser (the console's links); default CVAT_URL."""
+    warm_chunks: int = Field(1, ge=0, le=8, validation_alias=_env("BRIDGE_WARM_CHUNKS", "warm_chunks"))
+    """Threads per process that have CVAT build a queued job's first chunk when its webhook is acknowledged
+    (CVAT builds a chunk on its first read, ~1 s); 0 turns it off."""
 
     # --- webhooks and API ---------------------------------------------------------------------
     webhook_secret: SecretStr | None = Field(None, validation_alias=_env("WEBHOOK_SECRET", "webhook_secret"))
@@ -159,6 +162,8 @@ class Settings(BaseSettings):
         validation_alias=_env("BRIDGE_MAX_HEADER_BYTES", "max_header_bytes"),
     )
     """Largest request line + headers accepted (``bridge serve``: h11 limit; the app answers 431 above)."""
+    api_processes: int | None = Field(None, ge=1, le=64, validation_alias=_env("BRIDGE_API_PROCESSES", "api_processes"))
+    """HTTP processes of ``bridge serve`` (``--processes`` wins); unset: one per usable CPU, at most 2."""
 
     # --- job store and workers ----------------------------------------------------------------
     data_dir: Path = Field(Path("data"), validation_alias=_env("BRIDGE_DATA_DIR", "data_dir"))

@@ -29,6 +29,9 @@ class Trigger:
     event: str = ""
     webhook_id: int | None = None
     sender: str | None = None
+    start_frame: int | None = None
+    chunk_size: int | None = None
+    """Where the job's frames are, as the webhook said (a run starts reading its first chunk at once)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -41,6 +44,8 @@ class Trigger:
             "event": self.event,
             "webhook_id": self.webhook_id,
             "sender": self.sender,
+            "start_frame": self.start_frame,
+            "chunk_size": self.chunk_size,
         }
 
     @classmethod
@@ -124,6 +129,40 @@ class Envelope(_Open):
     @property
     def action(self) -> str:
         return self.event.split(":", 1)[0]
+
+
+def _count(value: Any, *, least: int) -> int | None:
+    """``value`` when it is a plain int in ``least..MAX_ID`` (a webhook field read leniently)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= MAX_ID:
+        return None
+    return value
+
+
+def image_layout(env: Envelope) -> tuple[int | None, int | None]:
+    """``(start_frame, data_chunk_size)`` of the event's job (or task: start 0) when CVAT's payload says
+    and its data are images stored as image chunks; ``(None, None)`` otherwise (read leniently: a field
+    missing or odd never rejects the event)."""
+    payload: JobPayload | TaskPayload | None = env.job or env.task
+    if payload is None:
+        return None, None
+    extra = payload.model_extra or {}
+    if extra.get("media_type", "image") != "image" or extra.get("data_original_chunk_type", "imageset") != "imageset":
+        return None, None
+    if env.job is not None and (env.job.type or "annotation") != "annotation":
+        return None, None
+    size = _count(extra.get("data_chunk_size"), least=1)
+    start = 0 if env.job is None else _count(extra.get("start_frame"), least=0)
+    return (start, size) if size is not None and start is not None else (None, None)
+
+
+def first_chunk(env: Envelope, *, whole_task: bool) -> tuple[int, int] | None:
+    """``(task_id, chunk)``: the original chunk a run on this event reads first — the chunk holding the
+    job's first frame, or the task's frame 0 when the run reads the whole task (``image_layout``)."""
+    start, size = image_layout(env)
+    task_id = env.job.task_id if env.job is not None else env.task.id if env.task is not None else None
+    if task_id is None or start is None or size is None:
+        return None
+    return task_id, (0 if whole_task else start) // size
 
 
 class PayloadError(ValueError):
@@ -289,9 +328,10 @@ def decide(
             return Decision("ignore", f"job {job.id}: {why}")
         if own_username and sender == own_username and kind != "job_in_progress":
             return Decision("ignore", f"job {job.id}: change made by the bridge's own user {sender!r}")
+        start_frame, chunk_size = image_layout(env)
         trig = Trigger(kind=kind, resource="job", resource_id=job.id, project_id=job.project_id,
                        task_id=job.task_id, job_id=job.id, event=env.event,
-                       webhook_id=env.webhook_id, sender=sender)
+                       webhook_id=env.webhook_id, sender=sender, start_frame=start_frame, chunk_size=chunk_size)
         return Decision("trigger", f"job {job.id}: {why}", trig, dedupe_key(pipeline, params, env, job.id))
 
     # task_completed

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from bridge.config import Settings
 from bridge.errors import BridgeError, Cancelled, PermanentError
-from bridge.events import Trigger
+from bridge.events import Envelope, Trigger
 from bridge.jobs.models import Job
 from bridge.jobs.store import JobStore
 from bridge.jobs.worker import Worker, WorkerPool
@@ -31,6 +31,7 @@ from bridge.pipelines.registry import Registry, flight_key
 
 if TYPE_CHECKING:
     from bridge.cvat.client import CvatClient
+    from bridge.cvat.warm import ChunkWarmer
     from bridge.nuclio.client import NuclioClient
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class Runtime:
         self._nuclio = nuclio
         self._lock = threading.Lock()
         self._reported: set[tuple[int, int]] = set()
+        self._warmer: ChunkWarmer | None = None
 
     @property
     def cvat(self) -> CvatClient:
@@ -71,7 +73,35 @@ class Runtime:
                 self._nuclio = NuclioClient.from_settings(self.settings.nuclio)
             return self._nuclio
 
+    @property
+    def warmer(self) -> ChunkWarmer | None:
+        """Has CVAT build queued jobs' first chunks (``BRIDGE_WARM_CHUNKS`` threads); None when off or
+        when no CVAT credentials are configured."""
+        cfg = self.settings.cvat
+        if self.settings.warm_chunks < 1 or not (cfg.access_token or (cfg.username and cfg.password)):
+            return None
+        with self._lock:
+            if self._warmer is None:
+                from bridge.cvat.warm import ChunkWarmer
+
+                self._warmer = ChunkWarmer(lambda task, chunk: self.cvat.warm_chunk(task, chunk),
+                                           threads=self.settings.warm_chunks)
+            return self._warmer
+
+    def warm(self, pipeline: str, env: Envelope) -> bool:
+        """A webhook just queued a job of ``pipeline``: have CVAT build the chunk it will read first
+        (in the background; never waits, never fails the caller). True when a read was queued."""
+        try:
+            warmer = self.warmer
+            hint = self.registry.spec(pipeline).first_chunk(env) if warmer is not None else None
+            return hint is not None and warmer is not None and warmer.offer(*hint)
+        except Exception:  # noqa: BLE001 - a hint must never fail the acknowledgement it follows
+            log.warning("could not queue the first chunk of a %s job for warming", pipeline, exc_info=True)
+            return False
+
     def close(self) -> None:
+        if self._warmer is not None:
+            self._warmer.close()
         for client in (self._cvat, self._nuclio):
             if client is not None:
                 client.close()

@@ -24,6 +24,7 @@ from bridge.app.limits import RequestLimitsMiddleware
 from bridge.app.routers import health, jobs, webhooks
 from bridge.config import Settings
 from bridge.jobs.store import JobStore
+from bridge.jobs.wake import WAKE_ENV, WakeSender
 from bridge.logs import request_id
 from bridge.runtime import Runtime, build
 
@@ -68,17 +69,27 @@ class RequestIdMiddleware:
 
 def create_app(settings: Settings, *, store: JobStore | None = None, runtime: Runtime | None = None,
                workers: int | None = None, watch_functions: list[str] | None = None,
-               warn: bool = True) -> FastAPI:
+               warn: bool = True, wake_socket: str | None = None) -> FastAPI:
     """Build the app on the composition root (``bridge.runtime.build``). ``workers`` overrides
     BRIDGE_WORKERS (0 = API only); ``store``/``runtime`` replace the built ones (tests); ``warn=False``
-    leaves the configuration warnings to another process (a multi-process ``bridge serve``'s supervisor)."""
+    leaves the configuration warnings to another process (a multi-process ``bridge serve``'s supervisor),
+    whose workers ``wake_socket`` reaches when a webhook commits a job (``bridge.jobs.wake``)."""
     bridge = build(settings, store=store, runtime=runtime)
     n_workers = settings.store.workers if workers is None else workers
     state = AppState(bridge=bridge, checks=health.ComponentChecks(bridge.runtime),
                      watch_functions=list(watch_functions or []),
                      own_username=settings.cvat_login if settings.ignore_own_events else None)
     metrics = bridge.metrics
-    intake = Intake(bridge.store.enqueue_many)  # webhook inserts, committed in groups by one thread
+    wake_other = WakeSender(wake_socket) if wake_socket else None
+
+    def wake_workers() -> None:  # this process's workers, or the supervisor's (``bridge serve --processes``)
+        if state.pool is not None:
+            state.pool.wake()
+        elif wake_other is not None:
+            wake_other()
+
+    # webhook inserts, committed in groups by one thread; a commit that created jobs wakes the workers
+    intake = Intake(bridge.store.enqueue_many, on_created=wake_workers)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -93,6 +104,8 @@ def create_app(settings: Settings, *, store: JobStore | None = None, runtime: Ru
             yield
         finally:
             intake.close()
+            if wake_other is not None:
+                wake_other.close()
             if pool:
                 pool.stop()
             bridge.close()
@@ -148,7 +161,8 @@ def app_from_env() -> FastAPI:
         _end_with_parent(int(supervisor))
     settings = load_settings()
     setup_logging(settings.log_level, settings.log_json)
-    return create_app(settings, store=open_store(settings), warn=not supervisor)
+    return create_app(settings, store=open_store(settings), warn=not supervisor,
+                      wake_socket=os.environ.get(WAKE_ENV) or None)
 
 
 def _end_with_parent(parent: int) -> None:

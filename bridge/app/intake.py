@@ -30,8 +30,9 @@ class Intake:
     """Queues ``enqueue`` requests from event loops; one thread commits them in batches."""
 
     def __init__(self, enqueue_many: Callable[[Sequence[Mapping[str, Any]]], list[EnqueueResult | Exception]],
-                 *, max_batch: int = 256, idle_seconds: float = 5.0):
+                 *, max_batch: int = 256, idle_seconds: float = 5.0, on_created: Callable[[], None] | None = None):
         self._enqueue_many = enqueue_many
+        self._on_created = on_created  # after a commit that created jobs: wake the idle workers
         self.max_batch = max_batch
         self.idle_seconds = idle_seconds
         self._cond = threading.Condition()
@@ -87,6 +88,11 @@ class Intake:
                 results = [exc] * len(batch)
             self.batches += 1
             self.requests += len(batch)
+            if self._on_created is not None and any(isinstance(r, EnqueueResult) and r.created for r in results):
+                try:
+                    self._on_created()
+                except Exception:  # noqa: BLE001 - a wake-up is a hint; the workers poll anyway
+                    log.warning("webhook intake: waking the workers failed", exc_info=True)
             by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future, Any]]] = {}
             for (loop, fut, _), result in zip(batch, results, strict=True):
                 by_loop.setdefault(loop, []).append((fut, result))

@@ -404,11 +404,12 @@ class CvatClient:
         size = int(meta.get("size") or len(meta.get("frames") or []))
         return _frames(meta, list(range(size)), f"task {task_id}")
 
-    def prefetch_frames(self, task_id: int, frame: int) -> None:
+    def prefetch_frames(self, task_id: int, frame: int, *, chunk_size: int | None = None) -> None:
         """Start reading the original chunk that holds ``frame`` now, in the background (CVAT builds a chunk
         on its first read, ~1 s): the next ``iter_frames`` of ``task_id`` whose first chunk it is takes it
         instead of asking again. One prefetch per task; an untaken one is dropped after ``PREFETCH_TTL`` s.
-        Errors surface (again) in ``iter_frames``, which then reads the usual way."""
+        ``chunk_size`` (what the webhook said) starts the chunk's read before the task's layout is read
+        (which then checks it). Errors surface (again) in ``iter_frames``, which then reads the usual way."""
         pool = self._chunk_pool()
         now = time.monotonic()
         with self._lock:
@@ -417,14 +418,25 @@ class CvatClient:
                     del self._prefetched[key]
                     _drop_prefetch(fut)
             if task_id not in self._prefetched:
-                self._prefetched[task_id] = (now, pool.submit(self._prefetch, task_id, int(frame)))
+                self._prefetched[task_id] = (now, pool.submit(self._prefetch, task_id, int(frame), chunk_size))
 
-    def _prefetch(self, task_id: int, frame: int) -> _Prefetch:
-        size, chunk_size = self._task_layout(task_id)
-        if not 0 <= frame < size:
-            raise ValueError(f"frame {frame} is outside task {task_id} (0..{size - 1})")
+    def _prefetch(self, task_id: int, frame: int, hint: int | None = None) -> _Prefetch:
+        early = self._download_chunk(task_id, frame // hint) if hint else None
+        try:
+            size, chunk_size = self._task_layout(task_id)
+            if not 0 <= frame < size:
+                raise ValueError(f"frame {frame} is outside task {task_id} (0..{size - 1})")
+        except BaseException:
+            if early is not None:
+                early.close()
+            raise
         chunk = frame // chunk_size
-        return _Prefetch(size, chunk_size, chunk, self._download_chunk(task_id, chunk))
+        if early is not None and chunk_size != hint:  # the hint was wrong: read the right chunk
+            log.info("task %s: chunks of %d frames, not %d as announced; reading chunk %d", task_id, chunk_size,
+                     hint, chunk)
+            early.close()
+            early = None
+        return _Prefetch(size, chunk_size, chunk, early or self._download_chunk(task_id, chunk))
 
     def _take_prefetch(self, task_id: int) -> _Prefetch | None:
         with self._lock:
@@ -505,6 +517,17 @@ class CvatClient:
             for fut in pending:
                 if not fut.cancel():
                     fut.add_done_callback(_close_download)
+
+    def warm_chunk(self, task_id: int, chunk: int) -> None:
+        """Make CVAT build original chunk ``chunk`` of ``task_id`` (it answers once the chunk is built);
+        the body is not read: the connection is dropped instead of transferring the chunk."""
+        what = f"warming original chunk {chunk} of task {task_id}"
+        with map_errors(what):
+            _, response = self._sdk().api_client.tasks_api.retrieve_data(
+                task_id, type="chunk", number=chunk, quality="original", _parse_response=False
+            )
+            response.close()  # unread body: this connection cannot be reused, the pool opens another
+            response.release_conn()
 
     def _download_chunk(self, task_id: int, chunk: int) -> IO[bytes]:
         """The original chunk ``chunk`` of ``task_id`` in a temporary file (deleted when closed)."""

@@ -230,15 +230,19 @@ class Worker:
                     "transient error" if transient else "unexpected error", delay, error)
         return "retrying"
 
-    def loop(self, stop: threading.Event) -> None:
+    def loop(self, stop: threading.Event, wake: threading.Event | None = None) -> None:
+        """Claim and run jobs until ``stop``; when idle, poll every ``poll_seconds`` or at once when ``wake``
+        is set (a webhook committed a job in this process or told this one: ``bridge.jobs.wake``)."""
         while not stop.is_set():
+            if wake is not None:
+                wake.clear()  # a job committed while claiming keeps it set: the wait below returns at once
             try:
                 busy = self.run_once()
             except Exception:  # noqa: BLE001 - keep the worker alive; the store is retried next poll
                 log.exception("worker %s: loop error", self.worker_id)
                 busy = False
             if not busy:
-                stop.wait(self.poll_seconds)
+                (wake or stop).wait(self.poll_seconds)
 
 
 class WorkerPool:
@@ -249,16 +253,25 @@ class WorkerPool:
         self.count = count
         self.stop_event = threading.Event()
         self.threads: list[threading.Thread] = []
+        self._wakes: list[threading.Event] = []
 
     def start(self) -> None:
         for i in range(self.count):
             w = self.make_worker(i)
-            t = threading.Thread(target=w.loop, args=(self.stop_event,), daemon=True, name=f"bridge-worker-{i}")
+            wake = threading.Event()
+            t = threading.Thread(target=w.loop, args=(self.stop_event, wake), daemon=True, name=f"bridge-worker-{i}")
             t.start()
             self.threads.append(t)
+            self._wakes.append(wake)
+
+    def wake(self) -> None:
+        """New work was committed: idle workers claim now instead of at their next poll."""
+        for wake in self._wakes:
+            wake.set()
 
     def stop(self, timeout: float = 30.0) -> None:
         self.stop_event.set()
+        self.wake()
         deadline = time.monotonic() + timeout
         for t in self.threads:
             t.join(timeout=max(0.0, deadline - time.monotonic()))

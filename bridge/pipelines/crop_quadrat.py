@@ -48,6 +48,7 @@ SPEC = PipelineSpec(
         Route("/webhooks/crop-quadrat", "Crop/warp into a new task (clean route)"),
     ),
     trigger="task_completed",
+    reads="task",  # CVAT builds the first chunk while the job is queued
     events=TASK_EVENTS,
     functions=lambda p, _s: [p.then_detect] if p.then_detect else [],
     same_results=lambda earlier, p, _s: bool(p.then_detect) and same_model(earlier, p.then_detect),

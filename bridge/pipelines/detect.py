@@ -52,7 +52,10 @@ def run_detect(ctx: StepContext, job_id: int, function: str, *, conv_mask_to_pol
     """Detect on every (non-deleted) frame of ``job_id``; idempotent across re-runs of the same model."""
     cvat = ctx.cvat
     # The reads a run starts with go out together, and the first chunk's read (CVAT builds it on its first
-    # read, ~1 s) starts as soon as the job says where its frames are: none of them waits for another.
+    # read, ~1 s) starts first, where the webhook said the frames are (else as soon as the job says).
+    trig = ctx.trigger
+    if trig.job_id == job_id and trig.task_id and trig.chunk_size and trig.start_frame is not None:
+        cvat.prefetch_frames(trig.task_id, trig.start_frame, chunk_size=trig.chunk_size)
     with ThreadPoolExecutor(max_workers=4, thread_name_prefix="detect-setup") as setup:
         labels_read = setup.submit(cvat.get_labels, job_id=job_id)
         frames_read = setup.submit(cvat.job_frames, job_id)
@@ -152,6 +155,7 @@ SPEC = PipelineSpec(
     ),
     trigger="job_in_progress",
     events=JOB_EVENTS,
+    reads="job",  # CVAT builds the first chunk while the job is queued
     functions=lambda p, s: [p.model_name] + ([p.sam2_function or s.sam2_function] if p.refine else []),
     same_results=lambda earlier, p, _s: same_model(earlier, p.model_name),
 )

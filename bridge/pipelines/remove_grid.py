@@ -71,6 +71,7 @@ SPEC = PipelineSpec(
     ),
     trigger="task_completed",
     events=TASK_EVENTS,
+    reads="task",  # CVAT builds the first chunk while the job is queued
     functions=lambda p, s: [s.inpaint_function] + ([p.then_detect] if p.then_detect else []),
     same_results=lambda earlier, p, _s: bool(p.then_detect) and same_model(earlier, p.then_detect),
 )

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
-from bridge.events import TriggerKind
+from bridge.events import Envelope, TriggerKind, first_chunk
 
 if TYPE_CHECKING:
     from bridge.config import PipelineSettings
@@ -69,7 +69,10 @@ class PipelineSpec:
     - ``functions(params, settings)``: the Nuclio functions a run with these parameters calls;
     - ``same_results(earlier_params, params, settings)``: whether an earlier job of this pipeline on
       the same resource made the results this run replaces (e.g. the same detector);
-    - ``events``: the CVAT webhook events its routes need.
+    - ``events``: the CVAT webhook events its routes need;
+    - ``reads``: which frames a run reads first, ``"job"`` (the triggering job's) or ``"task"`` (the whole
+      task's, from frame 0); the process that acknowledges the webhook has CVAT build that chunk while
+      the job is queued (``first_chunk``). None: the run reads no frames.
     """
 
     name: str
@@ -81,6 +84,11 @@ class PipelineSpec:
     functions: Callable[[Any, PipelineSettings], Iterable[str]] = _no_functions
     same_results: Callable[[Mapping[str, Any], Any, PipelineSettings], bool] = _never
     summary: str = ""
+    reads: Literal["job", "task"] | None = None
+
+    def first_chunk(self, env: Envelope) -> tuple[int, int] | None:
+        """``(task_id, chunk)`` a run started by ``env`` reads first, when the payload says (see ``reads``)."""
+        return None if self.reads is None else first_chunk(env, whole_task=self.reads == "task")
 
     def trigger_for(self, params: BaseModel) -> TriggerKind:
         return self.trigger(params) if callable(self.trigger) else self.trigger

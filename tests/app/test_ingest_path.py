@@ -170,3 +170,22 @@ def test_jobs_are_paged_by_keyset(client_app):
     assert [j["id"] for j in offset_page["items"]] == seen[3:6]  # limit/offset still work
     assert client.get("/jobs", params={"before_id": 0}).status_code == 422
     assert json.loads(client.get("/jobs", params={"before_id": min(ids)}).content)["items"] == []
+
+
+def test_a_committed_webhook_wakes_this_processes_idle_workers(make_settings):
+    """Workers that poll every 30 s run a new job at once: the intake's commit wakes them (without CVAT
+    credentials the job fails at once, which is all this needs)."""
+    app = create_app(make_settings(workers=1, poll_seconds=30))
+    raw, headers = signed(json.loads(load_sample("10-update_job")["raw_body"]))
+    with TestClient(app) as client:
+        time.sleep(0.3)  # the worker has polled once and waits
+        t0 = time.monotonic()
+        resp = client.post("/detect-model-webhook?model_name=m", content=raw, headers=headers)
+        assert resp.status_code == 202, resp.text
+        while time.monotonic() - t0 < 5:
+            (job,) = client.get("/jobs").json()["items"]
+            if job["status"] == "failed":
+                break
+            time.sleep(0.02)
+        assert job["status"] == "failed" and "no CVAT credentials" in job["error"], job
+        assert time.monotonic() - t0 < 3, "the job waited for the 30 s poll"

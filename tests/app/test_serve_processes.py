@@ -17,8 +17,9 @@ import httpx
 import psutil
 import pytest
 
-from bridge.app.startup import StartupError
+from bridge.app.startup import StartupError, load_settings
 from bridge.cli import _api_processes
+from bridge.config import Settings
 from tests.conftest import load_sample, signed
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,16 +32,19 @@ def test_process_count_from_flag_environment_and_default(make_settings, monkeypa
     settings = make_settings()
     assert _api_processes(None, settings) == min(2, len(os.sched_getaffinity(0)))
     monkeypatch.setenv("BRIDGE_API_PROCESSES", "3")
-    assert _api_processes(None, settings) == 3
-    assert _api_processes(1, settings) == 1  # the flag wins
+    assert _api_processes(None, make_settings()) == 3  # a setting like any other (Settings reads it)
+    assert _api_processes(1, make_settings()) == 1  # the flag wins
     (tmp_path / ".env").write_text("BRIDGE_API_PROCESSES=4\n")
-    assert _api_processes(None, settings) == 3  # the environment wins over .env, as for every setting
+    assert _api_processes(None, Settings(webhook_secret=SECRET)) == 3  # the environment wins over .env
     monkeypatch.delenv("BRIDGE_API_PROCESSES")
-    assert _api_processes(None, settings) == 4
+    assert _api_processes(None, Settings(webhook_secret=SECRET)) == 4
     for bad in ("0", "many", "65"):
         monkeypatch.setenv("BRIDGE_API_PROCESSES", bad)
         with pytest.raises(StartupError, match="BRIDGE_API_PROCESSES"):
-            _api_processes(None, settings)
+            load_settings(needs_secret=False)
+    monkeypatch.delenv("BRIDGE_API_PROCESSES")
+    with pytest.raises(StartupError, match="--processes 0"):
+        _api_processes(0, settings)
     assert _api_processes(4, make_settings(database_url="sqlite:///:memory:")) == 1  # cannot be shared
 
 
@@ -59,7 +63,8 @@ def test_several_processes_ack_store_and_die_with_the_supervisor(tmp_path):
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BRIDGE_", "CVAT_", "NUCLIO_"))}
     env.update({"WEBHOOK_SECRET": SECRET, "BRIDGE_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(REPO),
-                "BRIDGE_POLL_SECONDS": "0.05", "BRIDGE_REPORT_ISSUES": "false", "LOG_LEVEL": "INFO"})
+                # workers poll every 30 s: only the HTTP processes' wake-up datagrams get the jobs run in time
+                "BRIDGE_POLL_SECONDS": "30", "BRIDGE_REPORT_ISSUES": "false", "LOG_LEVEL": "INFO"})
     log = (tmp_path / "serve.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "bridge.cli", "serve", "--port", str(port), "--processes", "2",
                              "--workers", "1"], env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
@@ -92,7 +97,7 @@ def test_several_processes_ack_store_and_die_with_the_supervisor(tmp_path):
         assert len({a["job_id"] for a in answers}) == 40
         assert sum(a["status"] == "queued" for a in answers) == 40  # the rest: duplicates, in either process
         # the worker (in the supervisor) runs them: without CVAT credentials each fails at once
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             jobs = httpx.get(url + "/jobs", params={"limit": 100}, timeout=10).json()["items"]
             if len(jobs) == 40 and all(j["status"] == "failed" for j in jobs):

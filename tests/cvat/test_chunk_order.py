@@ -104,3 +104,21 @@ def test_an_untaken_prefetch_is_dropped_when_the_client_closes(cvat, project, tm
     assert fut.result(5).chunk == 0 and not fut.result().file.closed
     c.close()
     assert fut.result().file.closed and c._prefetched == {}
+
+
+@pytest.mark.parametrize("hint", [2, 3])
+def test_a_prefetch_told_the_chunk_size_reads_the_chunk_first_and_checks_the_hint(cvat, project, hint):
+    """The webhook's ``data_chunk_size`` starts the chunk's read before the task is read; a wrong size (3
+    for chunks of 2) is caught by the task's layout and the right chunk is read: the frames are right."""
+    task_id, images = seed_task(cvat, project, f"hinted-{hint}", n=6, chunk_size=2)
+    with CvatClient(cvat.url, access_token=TOKEN) as c:
+        mark = len(cvat.requests)
+        c.prefetch_frames(task_id, 2, chunk_size=hint)
+        assert list(c.iter_frames(task_id, [2, 3])) == [(f, images[f][1]) for f in (2, 3)]
+        seen = [p for _, p in requests_since(cvat, mark) if p.startswith(f"/api/tasks/{task_id}")]
+        reads = _chunk_reads(cvat, mark, task_id)
+        if hint == 2:
+            assert seen[0].startswith(f"/api/tasks/{task_id}/data") and "number=1" in seen[0]  # chunk first
+            assert len(reads) == 1
+        else:  # 2 // 3 = chunk 0 was read on the wrong hint, then chunk 1
+            assert len(reads) == 2 and "number=0" in reads[0] and "number=1" in reads[1]

@@ -4,6 +4,7 @@ job → test detector over HTTP → shapes in the double; re-trigger; a bad fram
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -146,3 +147,26 @@ def test_shuffled_deliveries_and_updated_date_only_updates_trigger_nothing_extra
     assert ignored and all(r["status"] == "ignored" for r in ignored)
     assert any("updated_date" in r["reason"] for r in ignored)
     assert len(stack.jobs()) == 2
+
+
+@pytest.mark.parametrize("warm_chunks", [1, 0])
+def test_the_ack_has_cvat_build_the_first_chunk_while_the_job_is_queued(tmp_path, warm_chunks):
+    """No worker runs here: the job stays queued, yet CVAT has built the chunk it will read first (the
+    webhook said where its frames are); ``BRIDGE_WARM_CHUNKS=0`` turns this off."""
+    from tests.doubles.cvat_double import Costs
+
+    with running_stack(tmp_path, {"frame-detector": e2e_function("frame_detector")}, workers=0,
+                       costs=Costs(chunk_build_first=0.2), warm_chunks=warm_chunks) as stack:
+        cvat = stack.cvat
+        project = cvat.create_project("reef", LABELS)
+        stack.hook(project, "/detect-model-webhook", ["update:job"], model_name="frame-detector")
+        task = cvat.create_task(project, "quadrats", _images(), segment_size=2, chunk_size=2)
+        cvat.set_job_state(cvat.job_ids(task)[1], "in progress")  # frame 2: the task's second chunk
+        (job,) = stack.wait_for(lambda: stack.jobs(), 10, "the job")
+        assert job["status"] == "queued"
+        if warm_chunks:
+            assert stack.wait_for(lambda: stack.cvat.chunks_built(task), 10, "the chunk to be built") == {2}
+        else:
+            time.sleep(0.5)
+            assert stack.cvat.chunks_built(task) == set()
+        assert stack.jobs()[0]["status"] == "queued"

@@ -142,6 +142,42 @@ def test_pool_runs_jobs_in_parallel_threads(store_url):
     assert len(set(seen)) > 1
 
 
+def test_idle_workers_claim_when_woken_not_at_their_next_poll(store_url):
+    """Workers that poll every 30 s start a new job at once when woken (the intake's commit, or a wake-up
+    datagram from another HTTP process of ``bridge serve``); stopping the pool wakes them too."""
+    from bridge.jobs.wake import WakeListener, WakeSender
+
+    store = JobStore(store_url)
+    started: list[float] = []
+
+    def runner(job, progress, cancel):
+        started.append(time.monotonic())
+        return "ok"
+
+    pool = WorkerPool(lambda i: Worker(store, runner, lease_seconds=5, poll_seconds=30, worker_id=f"w{i}"), 2)
+    pool.start()
+    time.sleep(0.3)  # both have polled once, found nothing and wait for 30 s
+    listener = WakeListener(pool.wake)
+    sender = WakeSender(listener.path)
+    try:
+        for wake in (pool.wake, sender):  # in this process, then through the socket
+            enqueue(store, f"job-{len(started)}")
+            t0 = time.monotonic()
+            wake()
+            deadline = t0 + 5
+            while len(started) < (2 if wake is sender else 1) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert started and started[-1] - t0 < 2.0, "the job waited for the 30 s poll"
+        assert len(started) == 2
+    finally:
+        sender.close()
+        listener.close()
+        t0 = time.monotonic()
+        pool.stop(timeout=10)
+        assert time.monotonic() - t0 < 5  # not the 30 s poll
+    WakeSender(listener.path)()  # the supervisor is gone: the datagram is dropped, nothing raises
+
+
 def _start_worker(env):
     return subprocess.Popen([sys.executable, "-m", "bridge.cli", "worker", "--workers", "1"], env=env,
                             cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

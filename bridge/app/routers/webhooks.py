@@ -1,4 +1,5 @@
-"""Webhook intake: verify, parse, decide, store, answer — never any CVAT or Nuclio call here.
+"""Webhook intake: verify, parse, decide, store, answer — never waiting on CVAT or Nuclio (a queued job's
+first chunk is only handed to the background warmer, ``bridge.cvat.warm``).
 
 ``ingest`` is the one implementation; the FastAPI routes (OpenAPI, fallback) and ``WebhookFastPath`` (the
 pure-ASGI path real deliveries take) both call it, so their answers are the same."""
@@ -167,6 +168,8 @@ async def ingest(state: AppState, spec: RouteSpec, registry: Registry, intake: I
         return _reply(state, spec, env.event, "store_error", 503,
                       {"detail": "job store unavailable; retry later"}, started)
     outcome = "queued" if res.created else "duplicate"
+    if res.created:  # CVAT builds the chunk the job reads first while it is queued (a background hint)
+        state.bridge.runtime.warm(spec.pipeline, env)
     log.info("%s: %s → job %s (%s): %s", spec.path, env.event, res.job_id, outcome, decision.reason)
     return _reply(state, spec, env.event, outcome, 202,
                   {"status": outcome, "job_id": res.job_id, "job_status": res.status,

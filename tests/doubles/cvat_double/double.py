@@ -118,6 +118,11 @@ class CvatDouble:
         user = self.state.admin if username is None else self.state.user_named(username)
         return Actor(user, self.url)
 
+    def chunks_built(self, task_id: int) -> set[int]:
+        """First frames of the chunks of ``task_id`` that CVAT has built (its media cache holds them)."""
+        with self.api._cost_lock:
+            return {key[1] for key, built in self.api._chunk_builds.items() if key[0] == task_id and built.is_set()}
+
     # -- seeding: what a human does in the UI ---------------------------------------------------
     def create_project(self, name: str, labels: list[dict]) -> int:
         """A project with CVAT label dicts (skeleton sublabels + svg, attributes); returns its id."""

@@ -111,6 +111,7 @@ class Api:
         self.login_keys: dict[str, int] = {}
         self.tus: dict[str, TusFile] = {}
         self._cost_lock = threading.Lock()
+        self._chunk_builds: dict[tuple, threading.Event] = {}  # set once built (CVAT's media cache)
         self._busy = threading.Semaphore(costs.concurrency) if costs.concurrency > 0 else None
         p = r"(?P<id>\d+)"
         table: list[tuple[str, str, Callable[..., Reply]]] = [
@@ -539,7 +540,15 @@ class Api:
         with self._cost_lock:
             first = key not in self.state.chunks_seen
             self.state.chunks_seen.add(key)
-        self.pay(self.costs.chunk_read + (self.costs.chunk_build_first if first else 0.0))
+            built = self._chunk_builds.setdefault(key, threading.Event())
+        if first:  # CVAT builds a chunk once; a reader arriving during the build waits for it
+            try:
+                self.pay(self.costs.chunk_read + self.costs.chunk_build_first)
+            finally:
+                built.set()
+            return
+        built.wait()
+        self.pay(self.costs.chunk_read)
 
     @staticmethod
     def _quality(ctx: Ctx) -> str:
