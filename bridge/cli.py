@@ -29,7 +29,6 @@ def _settings(args: argparse.Namespace, *, needs_secret: bool = True):
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from bridge.app.factory import create_app
     from bridge.app.startup import open_store
     from bridge.logs import setup_logging
 
@@ -45,6 +44,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                    h11_max_incomplete_event_size=settings.max_header_bytes,
                                    log_config=None, access_log=False, timeout_graceful_shutdown=30)
     if processes == 1:
+        from bridge.app.factory import create_app
+
         uvicorn.run(create_app(settings, store=store, workers=workers), **options)
         return 0
     return _serve_processes(settings, store, workers, processes, options)
@@ -57,15 +58,29 @@ def _serve_processes(settings: Any, store: Any, workers: int, processes: int, op
     function concurrency per process unchanged). The processes coordinate through the job store only."""
     import logging
     import os
+    import shutil
+    import tempfile
+
+    # Metrics of every process in one directory (prometheus_client's multiprocess mode): chosen before
+    # prometheus_client is first imported, here and in the children (they inherit the environment).
+    own_metrics_dir = None
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        own_metrics_dir = tempfile.mkdtemp(prefix="bridge-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_metrics_dir
+    if "prometheus_client" in sys.modules:  # too late for this process: its own counters stay its own
+        logging.getLogger("bridge.serve").warning("prometheus_client was imported before bridge serve chose "
+                                                  "its multiprocess mode; the supervisor's job metrics are "
+                                                  "not in /metrics")
 
     import uvicorn
 
-    from bridge.app.factory import SUPERVISOR_ENV
+    from bridge.app.factory import SUPERVISOR_ENV, SUPERVISOR_WORKERS_ENV
     from bridge.jobs.wake import WAKE_ENV, WakeListener
     from bridge.runtime import build
 
     os.environ["BRIDGE_WORKERS"] = "0"  # the HTTP children; this process keeps the workers it was given
     os.environ[SUPERVISOR_ENV] = str(os.getpid())  # children die with this process (kill -9 included)
+    os.environ[SUPERVISOR_WORKERS_ENV] = str(workers)  # what their /health says of the job workers
     bridge = build(settings, store=store)
     pool = bridge.worker_pool(workers) if workers else None
     settings.warn_unsafe()
@@ -84,6 +99,8 @@ def _serve_processes(settings: Any, store: Any, workers: int, processes: int, op
         if pool:
             pool.stop()
         bridge.close()
+        if own_metrics_dir is not None:
+            shutil.rmtree(own_metrics_dir, ignore_errors=True)
     return 0
 
 

@@ -1,11 +1,19 @@
-"""Prometheus metrics, in a registry owned by the app (no process-global collectors)."""
+"""Prometheus metrics, in a registry owned by the app (no process-global collectors).
+
+With several processes (``bridge serve --processes N``: HTTP in the children, job workers in the
+supervisor) every process writes its counters to ``PROMETHEUS_MULTIPROC_DIR`` (prometheus_client's
+multiprocess mode, set by ``bridge serve`` before any metric exists) and a scrape of any process
+renders the sum over all of them, so the job counters of the supervisor's workers are seen too.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from bridge.jobs.models import STATUSES
@@ -42,8 +50,17 @@ class BridgeMetrics:
         self.rejected = Counter("bridge_requests_rejected_total",
                                 "Requests refused before any route ran (oversized, bad query) by reason",
                                 ["reason"], registry=self.registry)
-        if job_counts is not None:
-            self.registry.register(_JobsByStatus(job_counts))
+        self._jobs = _JobsByStatus(job_counts) if job_counts is not None else None
+        if self._jobs is not None:
+            self.registry.register(self._jobs)
+        self.multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+        """Where every process's values live (prometheus_client read the same variable when imported)."""
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()  # every process's counters and histograms, summed
+        MultiProcessCollector(merged, path=self.multiprocess_dir)
+        if self._jobs is not None:
+            merged.register(self._jobs)  # read from the shared store: the same in every process
+        return generate_latest(merged)

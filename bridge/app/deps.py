@@ -29,6 +29,8 @@ class AppState:
     watch_functions: list[str] = field(default_factory=list)
     own_username: str | None = None
     pool: WorkerPool | None = None
+    supervisor_workers: int | None = None
+    """Job workers of the ``bridge serve`` supervisor this HTTP process belongs to (None: not a child)."""
 
     @property
     def settings(self) -> Settings:

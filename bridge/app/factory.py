@@ -69,16 +69,19 @@ class RequestIdMiddleware:
 
 def create_app(settings: Settings, *, store: JobStore | None = None, runtime: Runtime | None = None,
                workers: int | None = None, watch_functions: list[str] | None = None,
-               warn: bool = True, wake_socket: str | None = None) -> FastAPI:
+               warn: bool = True, wake_socket: str | None = None,
+               supervisor_workers: int | None = None) -> FastAPI:
     """Build the app on the composition root (``bridge.runtime.build``). ``workers`` overrides
     BRIDGE_WORKERS (0 = API only); ``store``/``runtime`` replace the built ones (tests); ``warn=False``
     leaves the configuration warnings to another process (a multi-process ``bridge serve``'s supervisor),
-    whose workers ``wake_socket`` reaches when a webhook commits a job (``bridge.jobs.wake``)."""
+    whose ``supervisor_workers`` job workers ``wake_socket`` reaches when a webhook commits a job
+    (``bridge.jobs.wake``)."""
     bridge = build(settings, store=store, runtime=runtime)
     n_workers = settings.store.workers if workers is None else workers
     state = AppState(bridge=bridge, checks=health.ComponentChecks(bridge.runtime),
                      watch_functions=list(watch_functions or []),
-                     own_username=settings.cvat_login if settings.ignore_own_events else None)
+                     own_username=settings.cvat_login if settings.ignore_own_events else None,
+                     supervisor_workers=supervisor_workers)
     metrics = bridge.metrics
     wake_other = WakeSender(wake_socket) if wake_socket else None
 
@@ -145,6 +148,7 @@ def create_app(settings: Settings, *, store: JobStore | None = None, runtime: Ru
 
 
 SUPERVISOR_ENV = "BRIDGE_SERVE_SUPERVISOR"
+SUPERVISOR_WORKERS_ENV = "BRIDGE_SERVE_SUPERVISOR_WORKERS"
 """Set by a multi-process ``bridge serve`` to its pid: its HTTP children end when it ends."""
 
 
@@ -161,8 +165,10 @@ def app_from_env() -> FastAPI:
         _end_with_parent(int(supervisor))
     settings = load_settings()
     setup_logging(settings.log_level, settings.log_json)
+    workers = os.environ.get(SUPERVISOR_WORKERS_ENV)
     return create_app(settings, store=open_store(settings), warn=not supervisor,
-                      wake_socket=os.environ.get(WAKE_ENV) or None)
+                      wake_socket=os.environ.get(WAKE_ENV) or None,
+                      supervisor_workers=int(workers) if supervisor and workers else None)
 
 
 def _end_with_parent(parent: int) -> None:

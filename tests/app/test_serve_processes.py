@@ -48,6 +48,14 @@ def test_process_count_from_flag_environment_and_default(make_settings, monkeypa
     assert _api_processes(4, make_settings(database_url="sqlite:///:memory:")) == 1  # cannot be shared
 
 
+def _sample(text: str, name: str, **labels: str) -> float:
+    """The sum of ``name``'s samples whose labels include ``labels`` (Prometheus text format)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
+               if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -105,6 +113,15 @@ def test_several_processes_ack_store_and_die_with_the_supervisor(tmp_path):
             time.sleep(0.2)
         assert len(jobs) == 40 and {j["status"] for j in jobs} == {"failed"}, jobs[:3]
         assert "no CVAT credentials" in jobs[0]["error"]
+        # any process's /metrics sums every process: 80 deliveries over both children, the jobs the
+        # supervisor's worker ran; /health says where the workers are
+        for _ in range(4):  # answered by either child
+            text = httpx.get(url + "/metrics", timeout=10).text
+            assert _sample(text, "bridge_job_attempts_total", pipeline="detect", outcome="failed") == 40
+            assert sum(_sample(text, "bridge_webhooks_total", outcome=o) for o in ("queued", "duplicate")) == 80
+            assert _sample(text, "bridge_jobs", status="failed") == 40
+        workers = httpx.get(url + "/health?deep=false", timeout=10).json()["workers"]
+        assert workers == {"in_process": 0, "alive": 0, "in_supervisor": 1}
 
         proc.send_signal(signal.SIGKILL)  # the supervisor dies without cleaning up
         proc.wait(10)

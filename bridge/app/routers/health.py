@@ -95,11 +95,14 @@ async def _health(request: Request, state: AppState) -> JSONResponse:
         functions = await run_in_threadpool(functions_in_use, state)
         components["nuclio"] = await run_in_threadpool(state.checks.nuclio, functions)
     pool = state.pool
+    workers: dict[str, Any] = {"in_process": pool.count if pool else 0,
+                               "alive": sum(t.is_alive() for t in pool.threads) if pool else 0}
+    if state.supervisor_workers is not None:  # an HTTP process of `bridge serve --processes N`
+        workers["in_supervisor"] = state.supervisor_workers
     body = {
         "status": "healthy" if healthy else "unhealthy",
         "version": __version__,
-        "workers": {"in_process": pool.count if pool else 0,
-                    "alive": sum(t.is_alive() for t in pool.threads) if pool else 0},
+        "workers": workers,
         "components": components,
     }
     return JSONResponse(body, status_code=200 if healthy else 503)
