@@ -82,4 +82,13 @@ class Job(Base):
             postgresql_where=text("status = 'running'"),
         ),
         Index("ix_bridge_jobs_claim", "status", "available_at"),
+        # Migration 0003: the claim walks the queued jobs in claim order; GET /jobs?status= pages by id.
+        Index(
+            "ix_bridge_jobs_queued_due",
+            "available_at",
+            "id",
+            sqlite_where=text("status = 'queued'"),
+            postgresql_where=text("status = 'queued'"),
+        ),
+        Index("ix_bridge_jobs_status_id", "status", "id"),
     )
