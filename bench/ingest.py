@@ -71,63 +71,23 @@ Result = tuple[str, int, float, int | None]
 
 
 async def _burst(url: str, bodies: list[tuple[str, bytes, str]], rate: float, conns: int = 64) -> list[Result]:
-    """Open-loop sender: request ``i`` is due at ``t0 + i / rate`` and its latency counts from then
-    (a request queued behind busy connections is charged its wait: no coordinated omission).
+    """Open-loop sender (``bench.ingest_sustained.open_loop``): request ``i`` is due at ``t0 + i / rate`` and
+    its latency counts from then (no coordinated omission), on a minimal HTTP/1.1 keep-alive client so the
+    load generator's own CPU stays small; signatures are computed before the clock starts."""
+    from bench.ingest_sustained import open_loop
 
-    A minimal HTTP/1.1 keep-alive client on asyncio streams, so the load generator's own CPU (it
-    shares this machine with the server) stays small; signatures are computed before the clock starts.
-    """
     host, port = url.removeprefix("http://").split(":")
     requests = []
     for kind, body, path in bodies:
         head = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
                 f"X-Signature-256: {sign(SECRET.encode(), body)}\r\nContent-Length: {len(body)}\r\n\r\n")
         requests.append((kind, head.encode() + body))
-    queue: asyncio.Queue[tuple[str, bytes, float] | None] = asyncio.Queue()
-    results: list[Result] = []
-
-    async def connection() -> None:
-        reader, writer = await asyncio.open_connection(host, int(port))
-        try:
-            while (item := await queue.get()) is not None:
-                kind, raw, due = item
-                try:
-                    writer.write(raw)
-                    await writer.drain()
-                    code = int((await reader.readline()).split()[1])
-                    length = 0
-                    while (line := await reader.readline()) not in (b"\r\n", b""):
-                        name, _, value = line.partition(b":")
-                        if name.strip().lower() == b"content-length":
-                            length = int(value)
-                    data = await reader.readexactly(length)
-                    job = json.loads(data).get("job_id") if code == 202 else None
-                except (OSError, ValueError, IndexError, asyncio.IncompleteReadError):
-                    code, job = 0, None
-                results.append((kind, code, time.perf_counter() - due, job))
-        finally:
-            writer.close()
-
-    workers = [asyncio.create_task(connection()) for _ in range(conns)]
-    t0 = time.perf_counter() + 0.2
-    for i, (kind, raw) in enumerate(requests):
-        due = t0 + i / rate
-        delay = due - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        queue.put_nowait((kind, raw, due))
-    for _ in workers:
-        queue.put_nowait(None)
-    await asyncio.gather(*workers)
-    return results
-
-
-def _pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+    return await open_loop(url, requests, rate, conns)
 
 
 def run_backend(db_url: str, rate: float, seconds: float) -> dict:
+    from bench.ingest_sustained import pct
+
     port = _free_port()
     data = Path(tempfile.mkdtemp(prefix="bridge-ingest-"))
     env = {**os.environ, "WEBHOOK_SECRET": SECRET, "BRIDGE_DATABASE_URL": db_url, "BRIDGE_WORKERS": "0",
@@ -161,7 +121,7 @@ def run_backend(db_url: str, rate: float, seconds: float) -> dict:
     errors = sum(1 for _, code, *_ in results if code not in (200, 202))
     job_ids = {j for k, code, _, j in results if k == "trigger" and j is not None}
     return {"requests": len(results), "achieved_rps": len(results) / wall, "p50_ms": statistics.median(lat),
-            "p99_ms": _pct(lat, 0.99), "max_ms": max(lat), "non_2xx": errors, "triggers": triggers,
+            "p99_ms": pct(lat, 0.99), "max_ms": max(lat), "non_2xx": errors, "triggers": triggers,
             "jobs_stored": stored, "lost": triggers - min(len(job_ids), stored)}
 
 
