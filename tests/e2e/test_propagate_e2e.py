@@ -135,3 +135,28 @@ def test_bridge_run_propagates_without_a_webhook(stack, monkeypatch, capsys):
     assert [s["frame"] for s in track["shapes"]] == [0, 1, 2, 3, 4]
     with pytest.raises(SystemExit, match="lost_after"):
         main(["run", "propagate", "--job", str(job), "--param", "lost_after=zero", "--inline"])
+
+
+@pytest.mark.parametrize("fault", ["504", "timeout", "reset"])
+def test_a_lost_answer_to_the_track_write_or_the_prompt_delete_leaves_one_track(tmp_path, fault):
+    """CVAT applies the track write (and then the delete of the drawn box) but the answer is lost: the
+    track is found by its recorded intent, not written twice; the drawn box is gone once; the track is
+    what a fault-free run writes."""
+    create = r"^/api/jobs/\d+/annotations/?\?.*action=create"
+    delete = r"^/api/jobs/\d+/annotations/?\?.*action=delete"
+    with running_stack(tmp_path, {"fish-tracker": e2e_function("blob_tracker")}, cvat_timeout=3) as stack:
+        cvat, job, fish, prompt = _scene(stack)
+        stack.proxy.arm("PATCH", create, fault, times=1)
+        stack.proxy.arm("PATCH", delete, fault, times=1)
+        runs = _complete(stack, job, 1)
+        assert runs[0]["status"] == "succeeded", runs
+        assert sorted(f for _, _, f in stack.proxy.log) == [fault, fault]  # both answers were lost
+        (track,) = _tracks(cvat, job)
+        keys = [(s["frame"], s["outside"], s["points"]) for s in track["shapes"]]
+        assert keys[:4] == [(i, False, [10.0 + STEP * i, 20.0, 30.0 + STEP * i, 40.0]) for i in range(4)]
+        assert keys[4][:2] == (4, True) and len(keys) == 5
+        assert cvat.shapes(job_id=job) == []
+        # the bridge knows the track it wrote: a re-run with kept prompts would replace it, a plain re-run
+        # finds nothing to propagate and adds nothing
+        runs = _complete(stack, job, 2)
+        assert runs[0]["status"] == "succeeded" and [t["id"] for t in _tracks(cvat, job)] == [track["id"]]
