@@ -86,12 +86,16 @@ def parse_function_config(config: Any, name: str) -> dict[str, Any]:
     spec = config.get("spec") if isinstance(config.get("spec"), dict) else {}
 
     kind = annotations.get("type")
-    if kind not in FUNCTION_TYPES:
+    raw_spec = annotations.get("spec")
+    # No type and no labels: a function only the bridge calls (pth-lama), kept out of the project CVAT
+    # lists; nothing to check. A type CVAT does not know is a problem (CVAT 2.73 500s on it).
+    bridge_only = kind is None and raw_spec is None
+    if kind not in FUNCTION_TYPES and not bridge_only:
         problems.append(f"metadata.annotations.type is {kind!r}; CVAT lists only {', '.join(FUNCTION_TYPES)}")
     labels: list[Any] | None = None
-    raw_spec = annotations.get("spec")
     if raw_spec is None:
-        problems.append("metadata.annotations.spec is missing")
+        if not bridge_only:
+            problems.append("metadata.annotations.spec is missing")
     else:
         try:
             parsed = json.loads(raw_spec) if isinstance(raw_spec, str) else raw_spec

@@ -1,10 +1,13 @@
 """Parsing Nuclio function configs as the dashboard returns them."""
 
 import json
+from pathlib import Path
 
 import pytest
 
 from bridge.nuclio.metadata import parse_duration, parse_function_config
+
+REPO = Path(__file__).resolve().parents[2]
 
 LABELS = [{"id": 1, "name": "quadrat_corner", "type": "skeleton", "sublabels": [{"name": "1"}],
            "svg": "<circle/>"}, {"name": "Acropora", "type": "polygon"}]
@@ -46,6 +49,17 @@ def test_spec_problems_are_reported_not_raised(spec, problem):
 def test_unknown_type_is_a_problem():
     info = parse_function_config(config(kind="segmenter"), "f")
     assert "CVAT lists only" in info["problems"][0]
+
+
+def test_a_function_only_the_bridge_calls_has_no_problems():
+    """The shipped pth-lama: no type and no labels (kept out of the project CVAT lists) is not flagged;
+    a missing type beside labels is."""
+    import yaml
+
+    lama = yaml.safe_load((REPO / "nuclio_functions" / "lama" / "function.yaml").read_text())
+    info = parse_function_config(lama, "pth-lama")
+    assert info["type"] is None and info["problems"] == []
+    assert "CVAT lists only" in parse_function_config(config(kind=None), "f")["problems"][0]
 
 
 @pytest.mark.parametrize(("text", "seconds"), [
