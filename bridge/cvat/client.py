@@ -391,11 +391,17 @@ class CvatClient:
 
     # --- frames ---------------------------------------------------------------------------------------
     def job_frames(self, job_id: int) -> list[FrameInfo]:
-        """Frames of the job's segment (task-relative numbers), deleted frames skipped."""
-        job = self.get_job(job_id)
+        """Frames of the job's segment (task-relative numbers), deleted frames skipped. One request: the
+        job's data meta says its first and last frame (the job is read only when it does not)."""
         meta = self._json(f"reading the frame list of job {job_id}",
                           self._sdk().api_client.jobs_api.retrieve_data_meta, job_id)
-        numbers = meta.get("included_frames") or range(job.start_frame, job.stop_frame + 1)
+        numbers = meta.get("included_frames")
+        if not numbers:
+            start, stop = meta.get("start_frame"), meta.get("stop_frame")
+            if not (isinstance(start, int) and isinstance(stop, int) and 0 <= start <= stop):
+                job = self.get_job(job_id)
+                start, stop = job.start_frame, job.stop_frame
+            numbers = range(start, stop + 1)
         return _frames(meta, [int(n) for n in numbers], f"job {job_id}")
 
     def task_frames(self, task_id: int) -> list[FrameInfo]:
@@ -418,25 +424,57 @@ class CvatClient:
                     del self._prefetched[key]
                     _drop_prefetch(fut)
             if task_id not in self._prefetched:
-                self._prefetched[task_id] = (now, pool.submit(self._prefetch, task_id, int(frame), chunk_size))
+                fut = (self._prefetch_hinted(pool, task_id, int(frame), chunk_size) if chunk_size
+                       else pool.submit(self._prefetch, task_id, int(frame)))
+                self._prefetched[task_id] = (now, fut)
 
-    def _prefetch(self, task_id: int, frame: int, hint: int | None = None) -> _Prefetch:
-        early = self._download_chunk(task_id, frame // hint) if hint else None
-        try:
-            size, chunk_size = self._task_layout(task_id)
-            if not 0 <= frame < size:
-                raise ValueError(f"frame {frame} is outside task {task_id} (0..{size - 1})")
-        except BaseException:
-            if early is not None:
-                early.close()
-            raise
+    def _prefetch(self, task_id: int, frame: int) -> _Prefetch:
+        size, chunk_size = self._check_frame(task_id, frame)
         chunk = frame // chunk_size
-        if early is not None and chunk_size != hint:  # the hint was wrong: read the right chunk
-            log.info("task %s: chunks of %d frames, not %d as announced; reading chunk %d", task_id, chunk_size,
-                     hint, chunk)
-            early.close()
-            early = None
-        return _Prefetch(size, chunk_size, chunk, early or self._download_chunk(task_id, chunk))
+        return _Prefetch(size, chunk_size, chunk, self._download_chunk(task_id, chunk))
+
+    def _check_frame(self, task_id: int, frame: int) -> tuple[int, int]:
+        size, chunk_size = self._task_layout(task_id)
+        if not 0 <= frame < size:
+            raise ValueError(f"frame {frame} is outside task {task_id} (0..{size - 1})")
+        return size, chunk_size
+
+    def _prefetch_hinted(self, pool: ThreadPoolExecutor, task_id: int, frame: int, hint: int) -> Future[_Prefetch]:
+        """The chunk the hint points to and the task's layout, read at the same time; the layout checks
+        the hint (a wrong one: the right chunk is read then)."""
+        out: Future[_Prefetch] = Future()
+        download = pool.submit(self._download_chunk, task_id, frame // hint)
+        layout = pool.submit(self._check_frame, task_id, frame)
+        waiting = [2]
+        lock = threading.Lock()
+
+        def finish(_: Future[Any]) -> None:
+            with lock:
+                waiting[0] -= 1
+                if waiting[0]:
+                    return
+            if not out.set_running_or_notify_cancel():  # dropped meanwhile
+                _close_download(download)
+                return
+            try:
+                size, chunk_size = layout.result()
+                chunk = frame // chunk_size
+                if chunk_size != hint:
+                    log.info("task %s: chunks of %d frames, not %d as announced; reading chunk %d", task_id,
+                             chunk_size, hint, chunk)
+                    _close_download(download)
+                    file = self._download_chunk(task_id, chunk)
+                else:
+                    file = download.result()
+            except BaseException as exc:  # noqa: BLE001 - handed to whoever takes the prefetch
+                _close_download(download)
+                out.set_exception(exc)
+            else:
+                out.set_result(_Prefetch(size, chunk_size, chunk, file))
+
+        download.add_done_callback(finish)
+        layout.add_done_callback(finish)
+        return out
 
     def _take_prefetch(self, task_id: int) -> _Prefetch | None:
         with self._lock:

@@ -137,7 +137,17 @@ def test_job_and_task_frames(cvat, project, client):
     assert [(f.frame, f.name, f.width, f.height) for f in frames] == [
         (i, names[i], 24, 16) for i in range(5)]
     second_job = sorted(cvat.job_ids(task_id))[1]
+    mark = len(cvat.requests)
     assert [(f.frame, f.name) for f in client.job_frames(second_job)] == [(2, names[2]), (3, names[3])]
+    assert [p for _, p in requests_since(cvat, mark)] == [f"/api/jobs/{second_job}/data/meta"]  # one read
+    # a meta without start_frame/stop_frame: the job says where its frames are
+    real = client._json
+    client._json = lambda what, call, *a, **kw: {k: v for k, v in real(what, call, *a, **kw).items()
+                                                 if "frame list" not in what or k not in ("start_frame", "stop_frame")}
+    try:
+        assert [f.frame for f in client.job_frames(second_job)] == [2, 3]
+    finally:
+        client._json = real
 
 
 def test_iter_frames_reads_each_chunk_once_and_never_single_frames(cvat, project, client):
