@@ -21,7 +21,6 @@ shrinking, answer too large).
 
 from __future__ import annotations
 
-import base64
 import binascii
 import contextlib
 import copy
@@ -741,7 +740,7 @@ class NuclioClient:
                 f"{json.dumps(result)[:_EXCERPT]}"
             )
         try:
-            data = base64.b64decode(result["image"], validate=True)
+            data = images.b64_decode(result["image"])
         except (binascii.Error, ValueError) as exc:
             raise FunctionFailed(f"inpainting function '{function}' returned invalid base64: {exc}") from None
         try:

@@ -8,7 +8,6 @@ interpolation, any coverage → fill, so thin lines survive) and sent as single-
 
 from __future__ import annotations
 
-import base64
 import logging
 from dataclasses import dataclass
 
@@ -17,6 +16,11 @@ import numpy as np
 
 from bridge.errors import BadImage, FunctionFailed
 from bridge.nuclio.scaling import Scale, fit_size
+
+try:  # SIMD base64 (AVX2/NEON): a 20 MP frame's 6 MB in ~10 ms instead of ~24 ms on a small machine
+    import pybase64 as _base64
+except ImportError:  # pragma: no cover - pybase64 is a dependency; the standard library gives the same bytes
+    import base64 as _base64  # type: ignore[no-redef]
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +46,17 @@ def b64_len(n: int) -> int:
 
 
 def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
+    return _base64.b64encode(data).decode("ascii")
 
 
 def b64_bytes(data: bytes) -> bytes:
     """The base64 of ``data`` as ASCII bytes (what goes into a request body, without a ``str`` copy)."""
-    return base64.b64encode(data)
+    return _base64.b64encode(data)
+
+
+def b64_decode(text: str | bytes) -> bytes:
+    """Strict base64 decoding (``binascii.Error`` on anything but the alphabet and padding)."""
+    return _base64.b64decode(text, validate=True)
 
 
 def is_jpeg(data: bytes) -> bool:
