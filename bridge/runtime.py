@@ -73,10 +73,10 @@ class Runtime:
                 self._nuclio = NuclioClient.from_settings(self.settings.nuclio)
             return self._nuclio
 
-    def prepare(self) -> None:
-        """Build the clients now (imports, TLS context: ~0.2-0.6 s on a small machine) instead of in the
-        first job; they still connect lazily. A missing setting is left for that job to report."""
-        for name in ("nuclio", "cvat"):
+    def prepare(self, names: tuple[str, ...] = ("nuclio", "cvat")) -> None:
+        """Build the clients now (imports, TLS context: ~0.2-0.6 s of CPU on a small machine) instead of in
+        the first job or webhook; they still connect lazily. A missing setting is left for its user."""
+        for name in names:
             try:
                 getattr(self, name)
             except BridgeError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -100,6 +101,10 @@ def create_app(settings: Settings, *, store: JobStore | None = None, runtime: Ru
             settings.warn_unsafe()
         pool = bridge.worker_pool(n_workers) if n_workers else None
         state.pool = pool
+        if pool is None and bridge.runtime.warmer is not None:  # the CVAT client the warmer uses, built
+            # before the first webhook (importing cvat-sdk holds the GIL for ~0.5 s: acks would wait)
+            threading.Thread(target=bridge.runtime.prepare, args=(("cvat",),), name="runtime-prepare",
+                             daemon=True).start()
         if pool:
             pool.start()
             log.info("started %d in-process workers", n_workers)
