@@ -226,12 +226,7 @@ class Server:
             return []
 
     def cpu_seconds(self) -> float:
-        total = 0.0
-        for p in self.tree():
-            with contextlib.suppress(psutil.NoSuchProcess):
-                t = p.cpu_times()
-                total += t.user + t.system
-        return total
+        return _cpu(self.tree())
 
     def kill(self) -> None:
         """SIGKILL to the whole process group: what was acknowledged must already be on disk."""
