@@ -10,6 +10,7 @@ all worker threads (the CVAT client keeps one SDK client per thread).
 
 from __future__ import annotations
 
+import gc
 import logging
 import re
 import shutil
@@ -81,6 +82,9 @@ class Runtime:
                 getattr(self, name)
             except BridgeError as exc:
                 log.debug("runtime: %s client not built ahead: %s", name, exc)
+        # What start-up loaded (cvat-sdk's generated models: ~10^5 objects) stays for the process's life:
+        # out of the cyclic collector's way, so its full collections do not stall requests on it.
+        gc.freeze()
 
     @property
     def warmer(self) -> ChunkWarmer | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import re
 import secrets
@@ -108,6 +109,7 @@ def create_app(settings: Settings, *, store: JobStore | None = None, runtime: Ru
         if pool:
             pool.start()
             log.info("started %d in-process workers", n_workers)
+        gc.freeze()  # the imports and the app stay: keep them out of the cyclic collector's full passes
         try:
             yield
         finally:

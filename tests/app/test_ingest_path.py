@@ -189,3 +189,14 @@ def test_a_committed_webhook_wakes_this_processes_idle_workers(make_settings):
             time.sleep(0.02)
         assert job["status"] == "failed" and "no CVAT credentials" in job["error"], job
         assert time.monotonic() - t0 < 3, "the job waited for the 30 s poll"
+
+
+def test_start_up_objects_are_kept_out_of_the_cyclic_collector(make_settings):
+    """After start-up the app's objects (imports, routes, clients) are frozen: a full collection over the
+    ~10^5 of them took 40-120 ms here and showed as the slowest acks (bench/ingest.py --sustained)."""
+    import gc
+
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    with TestClient(create_app(make_settings())):
+        assert gc.get_freeze_count() > 10_000
