@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import re
 import secrets
@@ -28,7 +27,7 @@ from bridge.config import Settings
 from bridge.jobs.store import JobStore
 from bridge.jobs.wake import WAKE_ENV, WakeSender
 from bridge.logs import request_id
-from bridge.runtime import Runtime, build
+from bridge.runtime import Runtime, build, freeze_start_up
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +108,7 @@ def create_app(settings: Settings, *, store: JobStore | None = None, runtime: Ru
         if pool:
             pool.start()
             log.info("started %d in-process workers", n_workers)
-        gc.freeze()  # the imports and the app stay: keep them out of the cyclic collector's full passes
+        freeze_start_up()
         try:
             yield
         finally:
@@ -155,8 +154,9 @@ def create_app(settings: Settings, *, store: JobStore | None = None, runtime: Ru
 
 
 SUPERVISOR_ENV = "BRIDGE_SERVE_SUPERVISOR"
-SUPERVISOR_WORKERS_ENV = "BRIDGE_SERVE_SUPERVISOR_WORKERS"
 """Set by a multi-process ``bridge serve`` to its pid: its HTTP children end when it ends."""
+SUPERVISOR_WORKERS_ENV = "BRIDGE_SERVE_SUPERVISOR_WORKERS"
+"""Set by a multi-process ``bridge serve`` to the number of job workers it runs (its children's /health)."""
 
 
 def app_from_env() -> FastAPI:
