@@ -11,13 +11,6 @@ import pytest
 from bridge.cvat.client import CvatClient
 from bridge.errors import NotFound
 from tests.cvat.test_client import TOKEN, requests_since, seed_task
-from tests.doubles.cvat_double import CvatDouble
-
-
-@pytest.fixture(scope="module")
-def cvat():
-    with CvatDouble() as double:
-        yield double
 
 
 @pytest.fixture(scope="module")

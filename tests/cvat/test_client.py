@@ -17,7 +17,6 @@ from bridge.cvat.types import Shape, Tag
 from bridge.errors import CvatRejected, CvatUnavailable, NotFound, PermanentError
 from tests.cvat.label_fixtures import load_export
 from tests.cvat.test_connection import free_port
-from tests.doubles.cvat_double import CvatDouble
 
 TOKEN = "test-token"
 
@@ -30,12 +29,6 @@ def image_bytes(i: int, ext: str = ".png", size: tuple[int, int] = (24, 16)) -> 
     ok, buf = cv2.imencode(ext, img)
     assert ok
     return buf.tobytes()
-
-
-@pytest.fixture(scope="module")
-def cvat():
-    with CvatDouble() as double:
-        yield double
 
 
 @pytest.fixture(scope="module")
