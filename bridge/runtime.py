@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from bridge.config import Settings
 from bridge.errors import BridgeError, Cancelled, PermanentError
 from bridge.events import Envelope, Trigger
-from bridge.jobs.models import Job
+from bridge.jobs.models import Job, JobStatus
 from bridge.jobs.store import JobStore
 from bridge.jobs.worker import Worker, WorkerPool
 from bridge.metrics import BridgeMetrics
@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _WORK_DIR = re.compile(r"^job(\d+)-")
+WARM_SETTLE = 0.3
+"""Seconds a warm hint waits, to see whether an idle worker claims its job at once (then it is dropped)."""
 
 
 class Runtime:
@@ -96,19 +98,27 @@ class Runtime:
                 from bridge.cvat.warm import ChunkWarmer
 
                 self._warmer = ChunkWarmer(lambda task, chunk: self.cvat.warm_chunk(task, chunk),
-                                           threads=self.settings.warm_chunks)
+                                           threads=self.settings.warm_chunks, settle=WARM_SETTLE)
             return self._warmer
 
-    def warm(self, pipeline: str, env: Envelope) -> bool:
-        """A webhook just queued a job of ``pipeline``: have CVAT build the chunk it will read first
-        (in the background; never waits, never fails the caller). True when a read was queued."""
+    def warm(self, pipeline: str, env: Envelope, job_id: int | None = None) -> bool:
+        """A webhook just queued job ``job_id`` of ``pipeline``: have CVAT build the chunk it will read first
+        (in the background, ``WARM_SETTLE`` s later unless a worker has claimed the job by then; never
+        waits, never fails the caller). True when a read was queued."""
         try:
             warmer = self.warmer
             hint = self.registry.spec(pipeline).first_chunk(env) if warmer is not None else None
-            return hint is not None and warmer is not None and warmer.offer(*hint)
+            store = self.store
+            queued = (lambda: self._still_queued(store, job_id)) if store is not None and job_id else None
+            return hint is not None and warmer is not None and warmer.offer(*hint, still_needed=queued)
         except Exception:  # noqa: BLE001 - a hint must never fail the acknowledgement it follows
             log.warning("could not queue the first chunk of a %s job for warming", pipeline, exc_info=True)
             return False
+
+    @staticmethod
+    def _still_queued(store: JobStore, job_id: int) -> bool:
+        job = store.get(job_id)
+        return job is not None and job.status == JobStatus.QUEUED
 
     def close(self) -> None:
         if self._warmer is not None:
@@ -121,7 +131,8 @@ class Runtime:
     def context_for(self, job: Job, progress: Progress, cancel: threading.Event,
                     deadline: float | None = None) -> StepContext:
         """The step context of one attempt: the CVAT client fenced by the job's lease, the Nuclio client
-        bounded by the attempt's ``deadline`` (``time.monotonic()``; AUTO_ANN_TIMEOUT from the start)."""
+        bounded by the attempt's ``deadline`` (``time.monotonic()``; AUTO_ANN_TIMEOUT from the start) and
+        queued for function slots by the job's age (its id: the oldest job is served first)."""
         trigger = Trigger.from_dict(job.trigger)
         previous: dict[str, Any] = {"objects": list(job.objects or []), "notes": dict(job.notes or {})}
         if self.store is not None:
@@ -133,7 +144,7 @@ class Runtime:
             params=self.registry.parse_params(job.pipeline, job.params),
             settings=self.pipeline_settings,
             cvat=FencedCvat(lambda: self.cvat, progress.fence),  # type: ignore[arg-type]
-            nuclio=self.nuclio.with_deadline(deadline) if deadline is not None else self.nuclio,
+            nuclio=self.nuclio.with_deadline(deadline, priority=job.id),
             progress=progress,
             job_id=job.id,
             cancel_event=cancel,

@@ -29,3 +29,25 @@ def test_work_dirs_of_crashed_attempts_and_finished_jobs_are_swept(settings, tmp
         assert sorted(p.name for p in root.iterdir()) == sorted([f"job{running}-def", "unrelated"])
     finally:
         store.close()
+
+
+def test_a_job_attempt_queues_for_function_slots_by_its_age(settings):
+    """The step context's Nuclio client waits for a function's slots as the job's id (oldest first)."""
+    import threading
+    import time
+
+    from bridge.pipelines.base import MemoryProgress
+
+    store = JobStore(settings.resolved_database_url)
+    try:
+        params = {"model_name": "pth-yolo"}
+        older = enqueue(store, "older", params=params).job_id
+        younger = enqueue(store, "younger", params=params).job_id
+        runtime = Runtime(settings, store)
+        for job_id in (younger, older):
+            ctx = runtime.context_for(store.get(job_id), MemoryProgress(), threading.Event(),
+                                      deadline=time.monotonic() + 60)
+            assert ctx.nuclio.priority == job_id
+        assert older < younger
+    finally:
+        store.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 
@@ -26,7 +27,7 @@ class ChunkWarmer:
     """Background reads of chunks that queued jobs will need; ``offer`` never blocks."""
 
     def __init__(self, warm: WarmFn, *, threads: int = 1, capacity: int = 64, remember: int = 1024,
-                 idle_seconds: float = 5.0):
+                 idle_seconds: float = 5.0, settle: float = 0.0):
         if threads < 1 or capacity < 1:
             raise ValueError("a ChunkWarmer needs at least one thread and room for one hint")
         self._warm = warm
@@ -34,17 +35,20 @@ class ChunkWarmer:
         self.capacity = capacity
         self.remember = remember
         self.idle_seconds = idle_seconds
+        self.settle = settle
         self._cond = threading.Condition()
-        self._queue: deque[tuple[int, int]] = deque()
+        self._queue: deque[_Hint] = deque()
         self._seen: OrderedDict[tuple[int, int], None] = OrderedDict()
         self._running = 0
         self._closed = False
         self.warmed = 0
         self.failed = 0
         self.dropped = 0
+        self.skipped = 0
 
-    def offer(self, task_id: int, chunk: int) -> bool:
-        """Queue a read of chunk ``chunk`` of ``task_id``; False when it was asked already or closed."""
+    def offer(self, task_id: int, chunk: int, still_needed: Callable[[], bool] | None = None) -> bool:
+        """Queue a read of chunk ``chunk`` of ``task_id`` (after ``settle`` s, if ``still_needed()`` then says
+        so); False when it was asked already or closed."""
         key = (int(task_id), int(chunk))
         with self._cond:
             if self._closed or key in self._seen:
@@ -55,7 +59,7 @@ class ChunkWarmer:
             if len(self._queue) >= self.capacity:
                 self._queue.popleft()  # the oldest hint: its job is the likeliest to be running already
                 self.dropped += 1
-            self._queue.append(key)
+            self._queue.append(_Hint(key, time.monotonic() + self.settle, still_needed))
             if self._running < self.threads:
                 self._running += 1
                 threading.Thread(target=self._run, name="cvat-chunk-warm", daemon=True).start()
@@ -70,7 +74,7 @@ class ChunkWarmer:
             self._queue.clear()
             self._cond.notify_all()
 
-    def _next(self) -> tuple[int, int] | None:
+    def _next(self) -> _Hint | None:
         with self._cond:
             while not self._queue:
                 if self._closed or not self._cond.wait(self.idle_seconds):
@@ -81,8 +85,21 @@ class ChunkWarmer:
             return self._queue.popleft()
 
     def _run(self) -> None:
-        while (key := self._next()) is not None:
-            task_id, chunk = key
+        while (hint := self._next()) is not None:
+            task_id, chunk = hint.key
+            pause = hint.not_before - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            if self._closed:
+                return
+            try:
+                if hint.still_needed is not None and not hint.still_needed():
+                    self.skipped += 1
+                    log.debug("chunk %d of task %d: its job was claimed already; not warmed", chunk, task_id)
+                    continue
+            except Exception as exc:  # noqa: BLE001 - a hint: warm rather than guess
+                log.info("could not tell whether chunk %d of task %d is still needed (%s); warming it", chunk,
+                         task_id, exc)
             try:
                 self._warm(task_id, chunk)
                 self.warmed += 1
@@ -91,3 +108,12 @@ class ChunkWarmer:
                 log.info("warming chunk %d of task %d failed (the job will read it itself): %s", chunk,
                          task_id, exc)
                 self.failed += 1
+
+
+class _Hint:
+    __slots__ = ("key", "not_before", "still_needed")
+
+    def __init__(self, key: tuple[int, int], not_before: float, still_needed: Callable[[], bool] | None):
+        self.key = key
+        self.not_before = not_before
+        self.still_needed = still_needed

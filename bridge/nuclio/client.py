@@ -3,7 +3,8 @@
 One ``NuclioClient`` is shared by the worker threads. Each call:
 
 1. fits the image into ``max_body_bytes`` (``images.fit_images``: JPEG q=90, then downscale),
-2. takes a slot of the function's semaphore (``concurrency_for``) for each HTTP attempt,
+2. takes one of the function's slots (``concurrency_for``; the oldest job first, ``slots``) for each
+   HTTP attempt,
 3. POSTs directly (``http://nuclio-nuclio-{name}:8080/``) or through the dashboard,
 4. retries connection errors, timeouts, 408/502/503/504 with full-jitter exponential backoff,
 5. checks the JSON shape and maps results back to the original resolution (``scaling``).
@@ -44,6 +45,7 @@ from bridge.geometry.rle import crop_to_cvat_rle
 from bridge.nuclio import images, scaling
 from bridge.nuclio.metadata import parse_function_config
 from bridge.nuclio.scaling import Scale
+from bridge.nuclio.slots import Slots
 from bridge.nuclio.transport import (
     Answer,
     AnswerTooLarge,
@@ -185,9 +187,10 @@ class NuclioClient:
             timeout=httpx.Timeout(self.timeout, connect=min(CONNECT_TIMEOUT, self.timeout)),
         )
         self._deadline: float | None = None  # set on ``with_deadline`` views
+        self._priority: float = 0.0  # ditto: the job's place in the queue for the function's slots
         self._owner = True
         self._lock = threading.Lock()
-        self._slots: dict[str, threading.BoundedSemaphore] = {}
+        self._slots: dict[str, Slots] = {}
         self._info: dict[str, tuple[float, dict[str, Any] | None]] = {}
 
     @classmethod
@@ -217,14 +220,21 @@ class NuclioClient:
         if self._owner:
             self._http.close()
 
-    def with_deadline(self, deadline: float | None) -> NuclioClient:
+    def with_deadline(self, deadline: float | None, *, priority: float = 0.0) -> NuclioClient:
         """A view of this client whose every call ends by ``deadline`` (``time.monotonic()``), e.g. a
-        job attempt's end. It shares connections, slots and metadata with this client, holds no thread
-        state (safe to hand to pool threads) and closing it is a no-op."""
+        job attempt's end, and waits for a function's slot as ``priority`` (the job id: the oldest job
+        is served first, ``bridge.nuclio.slots``). It shares connections, slots and metadata with this
+        client, holds no thread state (safe to hand to pool threads) and closing it is a no-op."""
         view = copy.copy(self)
         view._deadline = deadline
+        view._priority = float(priority)
         view._owner = False
         return view
+
+    @property
+    def priority(self) -> float:
+        """Where this view's calls queue for a function's slots (lower first; 0 unless set)."""
+        return self._priority
 
     def __enter__(self) -> NuclioClient:
         return self
@@ -250,7 +260,7 @@ class NuclioClient:
         workers = info.get("max_workers") if info else None
         return int(workers) if isinstance(workers, int) and workers >= 1 else self.concurrency
 
-    def _slot(self, function: str) -> threading.BoundedSemaphore:
+    def _slot(self, function: str) -> Slots:
         with self._lock:
             slot = self._slots.get(function)
         if slot is not None:
@@ -261,7 +271,7 @@ class NuclioClient:
             log.warning("%s", problem)
         with self._lock:
             if function not in self._slots:
-                self._slots[function] = threading.BoundedSemaphore(size)
+                self._slots[function] = Slots(size)
                 log.debug("function %s: at most %d calls in flight", function, size)
             return self._slots[function]
 
@@ -465,18 +475,16 @@ class NuclioClient:
         return (f"function '{function}' not reachable at {url}: {tried}; is it deployed and on the "
                 f"cvat_cvat network? name is case-sensitive")
 
-    @staticmethod
     @contextlib.contextmanager
-    def _slot_taken(slot: threading.BoundedSemaphore, caller: float | None) -> Iterator[None]:
-        """Hold a free slot; wait for one no longer than the caller's deadline."""
-        if caller is None:
-            slot.acquire()
-        elif not slot.acquire(timeout=max(0.0, caller - time.monotonic())):
+    def _slot_taken(self, slot: Slots, caller: float | None) -> Iterator[None]:
+        """Hold a free slot (this view's priority); wait for one no longer than the caller's deadline."""
+        timeout = None if caller is None else max(0.0, caller - time.monotonic())
+        if not slot.acquire(self._priority, timeout):
             raise _Retryable("the caller's deadline passed while waiting for a free slot", "deadline")
         try:
             yield
         finally:
-            slot.release()
+            slot.release(self._priority)
 
     def _attempt(self, function: str, url: str, body: bytes | Body, seconds: float, start: float, which: str,
                  end: float) -> Answer:

@@ -98,3 +98,52 @@ def test_a_warmed_chunk_is_built_once_and_the_job_reads_it_without_the_build():
             assert build / 2 < waited < build + 0.4 and cvat.chunks_built(task) == {0, 2}
         with pytest.raises(Exception, match="chunk 9 of task"):
             CvatClient(cvat.url, access_token="test-token").warm_chunk(task, 9)
+
+
+def test_a_hint_settles_first_and_is_dropped_when_its_job_was_claimed_meanwhile(caplog):
+    caplog.set_level(logging.INFO, "bridge.cvat.warm")
+    seen: list[tuple[int, float]] = []
+    warmer = ChunkWarmer(lambda task, chunk: seen.append((task, time.monotonic())), settle=0.3,
+                         idle_seconds=0.2)
+    claimed = {1: True, 2: False}
+    t0 = time.monotonic()
+    assert warmer.offer(1, 0, still_needed=lambda: not claimed[1])  # an idle worker took this job at once
+    assert warmer.offer(2, 0, still_needed=lambda: not claimed[2])  # this one waits in the queue
+    assert warmer.offer(3, 0, still_needed=lambda: 1 / 0)  # cannot tell: warmed
+    deadline = time.monotonic() + 5
+    while warmer.warmed + warmer.skipped < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [task for task, _ in seen] == [2, 3] and warmer.skipped == 1
+    assert seen[0][1] - t0 >= 0.3  # not before the hint settled
+    assert "could not tell whether chunk 0 of task 3 is still needed" in caplog.text
+
+
+def test_the_ack_of_a_job_a_worker_claims_at_once_warms_nothing(make_settings):
+    """``Runtime.warm`` with the real store and the real client against the double: a job still queued after
+    the settle time has its chunk built by the warm; a job claimed meanwhile is left to its worker."""
+    from bridge.jobs.store import JobStore
+    from bridge.runtime import WARM_SETTLE, Runtime
+    from tests.jobs.conftest import enqueue
+
+    with CvatDouble() as cvat:
+        project = cvat.create_project("p", [{"name": "box", "type": "rectangle", "attributes": []}])
+        images = [(f"f{i}.png", blobs_png(40, 30, [(1, 1, 9, 9)])) for i in range(4)]
+        tasks = [cvat.create_task(project, f"t{i}", images, chunk_size=2) for i in range(2)]
+        settings = make_settings(cvat_url=cvat.url, cvat_access_token="test-token")
+        store = JobStore(settings.resolved_database_url)
+        runtime = Runtime(settings, store)
+        try:
+            params = {"model_name": "pth-yolo"}
+            claimed, queued = (enqueue(store, f"j{i}", params=params).job_id for i in range(2))
+            for task, job_id in zip(tasks, (claimed, queued), strict=True):
+                env = _envelope("10-update_job-state-new-to-in_progress", task_id=task, data_chunk_size=2)
+                assert runtime.warm("detect", env, job_id)
+            assert store.claim("w", 60).id == claimed  # a worker takes the first job before it settles
+            deadline = time.monotonic() + WARM_SETTLE + 5
+            while runtime.warmer.warmed + runtime.warmer.skipped < 2 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert runtime.warmer.skipped == 1 and runtime.warmer.warmed == 1
+            assert cvat.chunks_built(tasks[0]) == set() and cvat.chunks_built(tasks[1]) == {0}
+        finally:
+            runtime.close()
+            store.close()

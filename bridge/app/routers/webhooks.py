@@ -169,7 +169,7 @@ async def ingest(state: AppState, spec: RouteSpec, registry: Registry, intake: I
                       {"detail": "job store unavailable; retry later"}, started)
     outcome = "queued" if res.created else "duplicate"
     if res.created:  # CVAT builds the chunk the job reads first while it is queued (a background hint)
-        state.bridge.runtime.warm(spec.pipeline, env)
+        state.bridge.runtime.warm(spec.pipeline, env, res.job_id)
     log.info("%s: %s → job %s (%s): %s", spec.path, env.event, res.job_id, outcome, decision.reason)
     return _reply(state, spec, env.event, outcome, 202,
                   {"status": outcome, "job_id": res.job_id, "job_status": res.status,
