@@ -6,7 +6,8 @@ first frame, chunk size), so the process that acknowledges it can ask for that c
 time a worker claims the job, CVAT holds it (CVAT 2.73 builds a chunk once; a reader arriving during
 the build waits for it). Best effort and bounded: one background thread by default, a bounded queue
 (the oldest hint is dropped when full), each chunk asked once per ``remember`` hints, nothing waits
-on it, and a failure is only logged (the worker reads the chunk the usual way).
+on it, and a failure is only logged (the worker reads the chunk the usual way) and pauses that thread
+(``failure_pause``: a CVAT that is down is not asked again in a tight loop).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class ChunkWarmer:
     """Background reads of chunks that queued jobs will need; ``offer`` never blocks."""
 
     def __init__(self, warm: WarmFn, *, threads: int = 1, capacity: int = 64, remember: int = 1024,
-                 idle_seconds: float = 5.0, settle: float = 0.0):
+                 idle_seconds: float = 5.0, settle: float = 0.0, failure_pause: float = 1.0):
         if threads < 1 or capacity < 1:
             raise ValueError("a ChunkWarmer needs at least one thread and room for one hint")
         self._warm = warm
@@ -36,6 +37,7 @@ class ChunkWarmer:
         self.remember = remember
         self.idle_seconds = idle_seconds
         self.settle = settle
+        self.failure_pause = failure_pause
         self._cond = threading.Condition()
         self._queue: deque[_Hint] = deque()
         self._seen: OrderedDict[tuple[int, int], None] = OrderedDict()
@@ -108,6 +110,7 @@ class ChunkWarmer:
                 log.info("warming chunk %d of task %d failed (the job will read it itself): %s", chunk,
                          task_id, exc)
                 self.failed += 1
+                time.sleep(self.failure_pause)  # CVAT down or refusing: hints are not worth hammering it
 
 
 class _Hint:

@@ -147,3 +147,21 @@ def test_the_ack_of_a_job_a_worker_claims_at_once_warms_nothing(make_settings):
         finally:
             runtime.close()
             store.close()
+
+
+def test_a_failed_warm_pauses_the_thread_instead_of_hammering_a_cvat_that_is_down():
+    tried: list[float] = []
+
+    def warm(task: int, chunk: int) -> None:
+        tried.append(time.monotonic())
+        raise ConnectionError("connection refused")
+
+    warmer = ChunkWarmer(warm, failure_pause=0.3, idle_seconds=0.2)
+    for task in range(3):
+        assert warmer.offer(task, 0)
+    deadline = time.monotonic() + 5
+    while warmer.failed < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert warmer.failed == 3
+    assert all(later - earlier >= 0.3 for earlier, later in zip(tried, tried[1:], strict=False))
+    warmer.close()
