@@ -17,6 +17,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from typing import NamedTuple
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +114,7 @@ class ChunkWarmer:
                 time.sleep(self.failure_pause)  # CVAT down or refusing: hints are not worth hammering it
 
 
-class _Hint:
-    __slots__ = ("key", "not_before", "still_needed")
-
-    def __init__(self, key: tuple[int, int], not_before: float, still_needed: Callable[[], bool] | None):
-        self.key = key
-        self.not_before = not_before
-        self.still_needed = still_needed
+class _Hint(NamedTuple):
+    key: tuple[int, int]
+    not_before: float
+    still_needed: Callable[[], bool] | None

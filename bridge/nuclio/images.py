@@ -45,10 +45,6 @@ def b64_len(n: int) -> int:
     return 4 * ((n + 2) // 3)
 
 
-def b64(data: bytes) -> str:
-    return _base64.b64encode(data).decode("ascii")
-
-
 def b64_bytes(data: bytes) -> bytes:
     """The base64 of ``data`` as ASCII bytes (what goes into a request body, without a ``str`` copy)."""
     return _base64.b64encode(data)
@@ -94,7 +90,7 @@ def _shrink_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def fit_images(image: bytes, budget: int, mask: bytes | None = None) -> FittedImages:
-    """Make ``b64(image) + b64(mask)`` at most ``budget`` characters (see the module docstring)."""
+    """Make the base64 of the image plus that of the mask at most ``budget`` characters (see the module docstring)."""
     if b64_len(len(image)) + (b64_len(len(mask)) if mask is not None else 0) <= budget:
         return FittedImages(image, mask, Scale.identity(), reencoded=False)
     img = decode_image(image)

@@ -36,17 +36,12 @@ def test_a_freed_slot_goes_to_the_oldest_waiting_job_not_the_first_to_ask():
     assert slots.acquire(9)
     order: list[float] = []
     threads = _queue(slots, [5, 3, 4], order)
-    for _ in range(3):
-        slots.release(slots_holder(order, default=9))
+    for holder in (9, 3, 4):  # each grant keeps the only slot until it is released here
+        slots.release(holder)
         _until(lambda n=len(order) + 1: len(order) >= n)
     for thread in threads:
         thread.join(5)
     assert order == [3, 4, 5]
-
-
-def slots_holder(order: list[float], default: float) -> float:
-    """The priority holding the only slot: the last one granted (or the first holder)."""
-    return order[-1] if order else default
 
 
 def test_a_job_holding_no_slot_is_served_before_an_older_job_that_holds_one():
