@@ -79,7 +79,26 @@ def make_engine(url: str) -> Engine:
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
     # No pre-ping round trip per checkout (it doubles the cost of a webhook insert); a connection
     # that died is invalidated on its first error, and CVAT retries that delivery.
-    return create_engine(url, pool_size=10, max_overflow=20, pool_recycle=1800)
+    engine = create_engine(url, pool_size=10, max_overflow=20, pool_recycle=1800)
+    if engine.dialect.name == "postgresql":
+
+        @event.listens_for(engine, "connect")
+        def _on_pg_connect(dbapi_conn: Any, _record: Any) -> None:
+            # A worker cut off the network between two statements of a transaction (a heartbeat's
+            # UPDATE and its COMMIT) leaves its server session idle in that transaction, holding the
+            # job's row lock until TCP notices, hours later; every claim skips the locked row, so no
+            # other worker can take the job over. The server ends such a session after this long.
+            with dbapi_conn.cursor() as cur:
+                cur.execute(f"SET idle_in_transaction_session_timeout = {int(PG_IDLE_IN_TRANSACTION_SECONDS * 1000)}")
+            dbapi_conn.commit()
+
+    return engine
+
+
+PG_IDLE_IN_TRANSACTION_SECONDS = 5.0
+"""How long PostgreSQL keeps a session that waits, inside a transaction, on a client that stopped
+answering. The bridge's transactions run their statements back to back (milliseconds), and the
+default lease (60 s) is far longer, so a cut-off worker's locks are gone before its lease runs out."""
 
 
 SQLITE_BUSY_SECONDS = 30.0

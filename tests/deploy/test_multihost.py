@@ -111,6 +111,15 @@ class Cluster:
                 "SELECT id, pipeline, status, attempts, worker_id, cvat_job_id, task_id, progress_done, "
                 "progress_total, error, summary FROM bridge_jobs ORDER BY id").fetchall()
 
+    def sessions(self) -> list[tuple[Any, ...]]:
+        """PostgreSQL's sessions from the bridge hosts: who is idle inside a transaction, holding locks."""
+        import psycopg
+
+        with psycopg.connect(host=str(self.pg_socket), user="postgres", dbname="postgres", autocommit=True) as conn:
+            return conn.execute(
+                "SELECT client_addr::text, state, now() - state_change, left(query, 80) FROM pg_stat_activity "
+                "WHERE client_addr IS NOT NULL ORDER BY client_addr, state").fetchall()
+
     def host_of(self, worker_id: str | None) -> str | None:
         pid = int(worker_id.split(":")[1]) if worker_id else None
         return next((h for h, p in self.procs.items() if p.pid == pid), None)
@@ -132,7 +141,8 @@ class Cluster:
                 if proc.poll() is not None:
                     raise AssertionError(f"{name} exited with {proc.returncode}\n{self.logs()}")
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}; jobs: {self.jobs()}\n{self.logs()}")
+                raise AssertionError(f"timed out waiting for {what}; jobs: {self.jobs()}\n"
+                                     f"sessions: {self.sessions()}\n{self.logs()}")
             time.sleep(0.2)
 
 

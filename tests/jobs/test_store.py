@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from datetime import UTC, timedelta
@@ -257,3 +258,34 @@ def test_a_listing_judges_waiting_by_one_clock(store):
     assert total == 1 and job_out(job, then).waiting
     assert not job_out(job, due + timedelta(milliseconds=5)).waiting  # once due, it is queued, not waiting
     assert store.list(JobFilter(status="waiting"), now=due + timedelta(milliseconds=5)) == ([], 0)
+
+
+def test_a_worker_cut_off_inside_a_transaction_does_not_block_the_takeover(postgres_url):
+    """The cut-off worker's heartbeat sent its UPDATE, then the network went: its server session waits,
+    inside the transaction, holding the job's row lock. Claims skip locked rows, so without a limit no
+    other worker could take the job over until TCP gave up on the session (hours)."""
+    from bridge.jobs.store import PG_IDLE_IN_TRANSACTION_SECONDS
+
+    cut_off, survivor = JobStore(postgres_url), JobStore(postgres_url)
+    try:
+        jid = enqueue(survivor, "a").job_id
+        job = cut_off.claim("cut-off", 1.0)
+        conn = cut_off.engine.connect()
+        tx = conn.begin()
+        conn.execute(update(Job).where(Job.id == jid).values(lease_until=utcnow() + timedelta(seconds=1)))
+        stalled = time.monotonic()  # ... and its COMMIT never arrives
+        time.sleep(1.2)  # the lease it holds runs out
+        assert survivor.claim("survivor", 30) is None  # the row is locked: skipped
+        taken = None
+        while taken is None and time.monotonic() - stalled < PG_IDLE_IN_TRANSACTION_SECONDS + 10:
+            time.sleep(0.2)
+            taken = survivor.claim("survivor", 30)
+        assert taken is not None and taken.id == job.id and taken.attempts == 2
+        assert time.monotonic() - stalled >= PG_IDLE_IN_TRANSACTION_SECONDS - 0.5
+        with contextlib.suppress(Exception):  # the server ended that session
+            tx.rollback()
+        conn.invalidate()
+        assert not cut_off.heartbeat(jid, "cut-off", 30, token=job.lease_token)[0]  # the old holder is fenced off
+    finally:
+        cut_off.close()
+        survivor.close()
