@@ -94,7 +94,7 @@ class ChunkWarmer:
             if pause > 0:
                 time.sleep(pause)
             if self._closed:
-                return
+                continue  # ``_next`` ends the thread (and counts it out)
             try:
                 if hint.still_needed is not None and not hint.still_needed():
                     self.skipped += 1
